@@ -1,0 +1,1 @@
+"""The local cache: model tree, staging, index and locks."""

@@ -1,0 +1,77 @@
+"""The model tree on disk: final paths under root, staging beside them, and local state."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING
+
+from cmcache.errors import CacheError, ManifestError
+from cmcache.manifest import location_problem
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CACHE_DIR = ".cmcache"
+TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file marks the cmcache bookkeeping folder; backup tools may skip it.\n"
+)
+
+
+class ModelStore:
+    """Paths under one model root; a file appears at its final path only complete and verified."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta_dir = root / CACHE_DIR
+        self.staging_dir = self.meta_dir / "staging"
+        self.locks_dir = self.meta_dir / "locks"
+
+    def prepare(self) -> None:
+        """Create root, staging and locks folders (staging shares root's filesystem)."""
+        try:
+            for folder in (self.staging_dir, self.locks_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            tag = self.meta_dir / "CACHEDIR.TAG"
+            if not tag.exists():
+                tag.write_text(TAG)
+        except OSError as exc:
+            raise CacheError(f"cannot create {self.meta_dir}: {exc.strerror or exc}") from None
+
+    def final_path(self, folder: str, filename: str) -> Path:
+        """Where a model lives; refuses anything that would land outside root.
+
+        Raises:
+            ManifestError: the location is unsafe (traversal, absolute, symlink out of root).
+        """
+        problem = location_problem(folder, filename)
+        if problem:
+            raise ManifestError(f"refusing {folder}/{filename}: {problem}")
+        path = self.root / folder / filename
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise ManifestError(f"refusing {folder}/{filename}: it resolves outside {self.root}")
+        return path
+
+    def staging_name(self, folder: str, filename: str) -> str:
+        """A stable staging file name per target, so an interrupted download resumes."""
+        digest = hashlib.sha256(f"{folder}/{filename}".encode()).hexdigest()[:16]
+        base = filename.rsplit("/", 1)[-1]
+        return f"{digest}-{base}.incomplete"
+
+    def staging_path(self, folder: str, filename: str) -> Path:
+        """The in-progress file of a target."""
+        return self.staging_dir / self.staging_name(folder, filename)
+
+    def state(self, folder: str, filename: str) -> str:
+        """``cached`` when the final file exists, ``partial`` while staged, else ``missing``."""
+        try:
+            if self.final_path(folder, filename).is_file():
+                return "cached"
+        except ManifestError:
+            return "missing"
+        if self.staging_path(folder, filename).exists():
+            return "partial"
+        return "missing"

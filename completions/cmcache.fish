@@ -1,0 +1,10 @@
+_cmcache_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _CMCACHE_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _cmcache_completion cmcache

@@ -1,0 +1,86 @@
+"""Fixtures: a private CMCACHE_HOME, a loopback origin, and the CLI run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.origin import Origin
+
+_LEAKY = ("CMCACHE_", "COMFYUI_MANAGER_", "HF_TOKEN", "CIVITAI_API_TOKEN", "NO_COLOR")
+
+
+@dataclass
+class Result:
+    """What one cmcache invocation did."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Run ``python -m cmcache`` with a private home, as a user would from a shell."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY)}
+        self.env["CMCACHE_HOME"] = str(home)
+        self.env["COLUMNS"] = "200"
+
+    @property
+    def root(self) -> Path:
+        return Path(self.env.get("CMCACHE_ROOT", self.home / "models"))
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    def write_config(self, text: str) -> None:
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(text)
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cmcache", *args],
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kwargs,
+        )
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 120) -> Result:
+        done = subprocess.run(
+            [sys.executable, "-m", "cmcache", *args],
+            env=self.env,
+            check=False,
+            input=input,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "home")
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    server = Origin(tmp_path / "origin").start()
+    yield server
+    server.stop()
