@@ -85,3 +85,9 @@ class CacheError(CmcacheError, OSError):
     """The cache on disk cannot be used: no space, locked, index damaged."""
 
     exit_code = ExitCode.CACHE
+
+
+class Interrupted(CmcacheError):
+    """Ctrl-C: what was under way stays resumable."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,8 +77,29 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "home")
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(tmp_path / "home")
+    yield runner
+    runner("daemon", "stop", timeout=30)
+    for pid in aria2c_pids(str(runner.home)):  # a daemon a test killed cmcache around
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def aria2c_pids(marker: str) -> list[int]:
+    """PIDs of aria2c processes whose command line mentions ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (proc / "stat").read_text().split()
+        except OSError:
+            continue
+        if "aria2c" in cmdline and marker in cmdline and stat[2] != "Z":
+            pids.append(int(proc.name))
+    return pids
 
 
 @pytest.fixture

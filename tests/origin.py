@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ class Faults:
 
     fail_first: int = 0  # answer the first N requests with fail_status
     fail_status: int = 503
+    fail_methods: tuple[str, ...] = ("GET", "HEAD")
     drop_after: int | None = None  # close the connection after this many body bytes ...
     drop_times: int = 0  # ... for this many responses
     corrupt: bool = False  # flip one byte in the middle of what is served
@@ -65,6 +67,8 @@ class Origin:
         self.lock = threading.Lock()
         self.in_flight: dict[str, int] = {}
         self.max_files_in_flight = 0
+        self.send_buffer = 256 * 1024
+        self.live_sent: dict[str, int] = {}
         self.flight_log: list[tuple[float, str, int]] = []  # (time, path, +1/-1)
         handler = _make_handler(self)
         self.server = ThreadingHTTPServer((host, 0), handler)
@@ -122,9 +126,31 @@ class Origin:
         path = "/" + path.lstrip("/")
         return [r for r in self.log if r.path == path and (method is None or r.method == method)]
 
+    def sent_so_far(self, path: str) -> int:
+        """Body bytes sent for ``path`` so far, including requests still running."""
+        with self.lock:
+            return self.live_sent.get("/" + path.lstrip("/"), 0)
+
     def bytes_sent(self, path: str) -> int:
         """Body bytes sent for ``path`` over all requests."""
         return sum(r.sent for r in self.requests_for(path))
+
+    def peak_files(self, grace: float = 0.05) -> int:
+        """Most distinct files being sent at once, each body's last ``grace`` seconds ignored.
+
+        A client closing a connection is noticed one chunk late; the grace keeps that
+        latency from counting as concurrency.
+        """
+        events: list[tuple[float, int, str]] = []
+        for r in self.log:
+            if r.method == "GET" and r.sent and r.ended - grace > r.started:
+                events += [(r.started, 1, r.path), (r.ended - grace, -1, r.path)]
+        active: dict[str, int] = {}
+        peak = 0
+        for _, delta, path in sorted(events, key=lambda e: (e[0], e[1])):
+            active[path] = active.get(path, 0) + delta
+            peak = max(peak, sum(1 for n in active.values() if n > 0))
+        return peak
 
     def _enter(self, path: str) -> None:
         with self.lock:
@@ -142,6 +168,11 @@ class Origin:
 def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # A small send buffer keeps "bytes sent" close to "bytes the client took".
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, origin.send_buffer)
 
         def log_message(self, format: str, *args: Any) -> None:
             del format, args
@@ -184,7 +215,7 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             faults = origin.faults.get(path, Faults())
             with origin.lock:
-                failing = faults.fail_first > 0
+                failing = faults.fail_first > 0 and self.command in faults.fail_methods
                 if failing:
                     faults.fail_first -= 1
             if failing:
@@ -251,6 +282,17 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 origin._leave(path)
                 self._record(int(status), sent, started)
 
+        def _client_gone(self) -> bool:
+            # A client that closed its end makes the socket readable with EOF: stop sending,
+            # so "in flight" means what the client still wants.
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            try:
+                return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
+            except OSError:
+                return True
+
         def _send_body(
             self,
             target: Path,
@@ -263,10 +305,14 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             sent = 0
             middle = size // 2
             window_start = time.monotonic()
+            chunk = CHUNK if not faults.rate else max(16 * 1024, min(CHUNK, faults.rate // 50))
             with target.open("rb") as handle:
                 handle.seek(start)
                 while sent < length:
-                    piece = handle.read(min(CHUNK, length - sent))
+                    if self._client_gone():
+                        self.close_connection = True
+                        return sent
+                    piece = handle.read(min(chunk, length - sent))
                     if not piece:
                         break
                     if faults.corrupt and start + sent <= middle < start + sent + len(piece):
@@ -290,7 +336,11 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                         self.close_connection = True
                         return sent
                     sent += len(piece)
-                    if faults.rate:
+                    with origin.lock:
+                        origin.live_sent[self.path] = origin.live_sent.get(self.path, 0) + len(
+                            piece
+                        )
+                    if faults.rate and sent < length:
                         due = window_start + sent / faults.rate
                         delay = due - time.monotonic()
                         if delay > 0:

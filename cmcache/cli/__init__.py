@@ -12,7 +12,13 @@ from cmcache.errors import CmcacheError, ExitCode
 
 def _build() -> typer.Typer:
     # Importing the command modules registers their commands on the app.
-    from cmcache.cli import catalog_cmds, config_cmds, sync_cmd  # noqa: F401
+    from cmcache.cli import (  # noqa: F401
+        catalog_cmds,
+        config_cmds,
+        pull_cmd,
+        queue_cmds,
+        sync_cmd,
+    )
     from cmcache.cli.app import app
 
     return app

@@ -1,0 +1,280 @@
+"""The index at ``<root>/.cmcache/index.sqlite3``: managed files, uses and queued downloads.
+
+This is the only module that talks to sqlite3. WAL mode and a busy timeout let several cmcache
+processes share it; every write is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cmcache.errors import CacheError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '', added REAL NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    last_used REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
+CREATE TABLE IF NOT EXISTS jobs (
+    gid TEXT NOT NULL, rpc TEXT NOT NULL, folder TEXT NOT NULL, filename TEXT NOT NULL,
+    staging TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL,
+    sha256 TEXT, size INTEGER, source TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '',
+    preempted INTEGER NOT NULL DEFAULT 0, owner_pid INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    PRIMARY KEY (folder, filename)
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A managed file as the index knows it."""
+
+    folder: str
+    filename: str
+    size: int
+    sha256: str | None
+    mtime_ns: int
+    inode: int
+    source: str = ""
+    url: str = ""
+    added: float = 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A download handed to aria2 and not yet placed."""
+
+    gid: str
+    rpc: str
+    folder: str
+    filename: str
+    staging: str
+    priority: int
+    seq: int
+    sha256: str | None
+    size: int | None
+    source: str = ""
+    url: str = ""
+    preempted: bool = False
+    owner_pid: int = 0
+    created: float = 0.0
+
+    @property
+    def ref(self) -> str:
+        """``folder/filename``."""
+        return f"{self.folder}/{self.filename}"
+
+
+class Index:
+    """Open (creating or migrating) the index of one model root."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(
+                f"index {path} is unusable: {exc}", hint="move it aside; `cmcache scan` rebuilds it"
+            ) from None
+        except OSError as exc:
+            raise CacheError(f"cannot open index {path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise CacheError(
+                f"index {self.path}: {exc}", hint="another cmcache may hold it"
+            ) from None
+
+    def _migrate(self) -> None:
+        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = int(row["value"]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise CacheError(
+                    f"index {self.path} has schema {version}; this cmcache knows {SCHEMA_VERSION}",
+                    hint="upgrade cmcache",
+                )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # ------------------------------------------------------------ files
+
+    def record_file(self, record: FileRecord) -> None:
+        """Remember a placed, verified file."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    record.folder,
+                    record.filename,
+                    record.size,
+                    record.sha256,
+                    record.mtime_ns,
+                    record.inode,
+                    record.source,
+                    record.url,
+                    record.added or time.time(),
+                ),
+            )
+
+    def get_file(self, folder: str, filename: str) -> FileRecord | None:
+        """The record of one managed file."""
+        row = self._db.execute(
+            "SELECT * FROM files WHERE folder = ? AND filename = ?", (folder, filename)
+        ).fetchone()
+        return _file(row) if row else None
+
+    def files(self) -> list[FileRecord]:
+        """Every managed file."""
+        return [_file(r) for r in self._db.execute("SELECT * FROM files ORDER BY folder, filename")]
+
+    def forget_file(self, folder: str, filename: str) -> None:
+        """Drop a file's record (after it is gone)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE folder = ? AND filename = ?", (folder, filename))
+
+    # ------------------------------------------------------------ uses
+
+    def record_use(self, folder: str, filename: str, at: float | None = None) -> None:
+        """Count one use now (file atime is not trusted)."""
+        at = time.time() if at is None else at
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (folder, filename) DO UPDATE "
+                "SET last_used = max(last_used, excluded.last_used), count = count + 1",
+                (folder, filename, at),
+            )
+            db.execute("INSERT INTO use_log VALUES (?, ?, ?)", (folder, filename, at))
+
+    def last_used(self, folder: str, filename: str) -> tuple[float, int] | None:
+        """(last use time, use count) of one model."""
+        row = self._db.execute(
+            "SELECT last_used, count FROM usage WHERE folder = ? AND filename = ?",
+            (folder, filename),
+        ).fetchone()
+        return (row["last_used"], row["count"]) if row else None
+
+    # ------------------------------------------------------------ jobs
+
+    def add_job(self, job: Job) -> None:
+        """Remember a download handed to aria2 (replacing an older one for the same target)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.gid,
+                    job.rpc,
+                    job.folder,
+                    job.filename,
+                    job.staging,
+                    job.priority,
+                    job.seq,
+                    job.sha256,
+                    job.size,
+                    job.source,
+                    job.url,
+                    int(job.preempted),
+                    job.owner_pid,
+                    job.created or time.time(),
+                ),
+            )
+
+    def next_seq(self) -> int:
+        """A number that orders jobs by arrival."""
+        row = self._db.execute("SELECT coalesce(max(seq), 0) + 1 AS n FROM jobs").fetchone()
+        return int(row["n"])
+
+    def jobs(self) -> list[Job]:
+        """Every known job, highest priority first, then by arrival."""
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY priority DESC, seq")
+        return [_job(r) for r in rows]
+
+    def job_for(self, folder: str, filename: str) -> Job | None:
+        """The job of one target."""
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE folder = ? AND filename = ?", (folder, filename)
+        ).fetchone()
+        return _job(row) if row else None
+
+    def set_preempted(self, gid: str, preempted: bool) -> None:
+        """Mark a job paused by a higher-priority one (or released)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET preempted = ? WHERE gid = ?", (int(preempted), gid))
+
+    def forget_job(self, folder: str, filename: str) -> None:
+        """Drop a job (placed, failed for good, or cancelled)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE folder = ? AND filename = ?", (folder, filename))
+
+
+def _file(row: Any) -> FileRecord:
+    return FileRecord(
+        row["folder"],
+        row["filename"],
+        row["size"],
+        row["sha256"],
+        row["mtime_ns"],
+        row["inode"],
+        row["source"],
+        row["url"],
+        row["added"],
+    )
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        row["gid"],
+        row["rpc"],
+        row["folder"],
+        row["filename"],
+        row["staging"],
+        row["priority"],
+        row["seq"],
+        row["sha256"],
+        row["size"],
+        row["source"],
+        row["url"],
+        bool(row["preempted"]),
+        row["owner_pid"],
+        row["created"],
+    )

@@ -1,0 +1,156 @@
+"""``pull``: bring models to their final paths, verified."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cmcache.cli.app import app, state
+from cmcache.cli.output import error_item
+from cmcache.cli.progress import PullProgress
+from cmcache.errors import ExitCode, UsageError
+from cmcache.sizes import parse_size
+
+
+def _refs(refs: list[str] | None, file: Path | None) -> list[str]:
+    from cmcache.pull import read_ref_lines
+
+    collected = list(refs or [])
+    if file is not None:
+        if str(file) == "-":
+            collected += read_ref_lines(sys.stdin)
+        else:
+            try:
+                collected += read_ref_lines(file.read_text().splitlines())
+            except OSError as exc:
+                raise UsageError(f"cannot read --file {file}: {exc.strerror or exc}") from None
+    if not collected:
+        raise UsageError("name at least one model (or --file)", hint="cmcache pull sdxl")
+    return collected
+
+
+def exit_code_for(codes: list[int]) -> int:
+    """The one exit code for several failures: disk, then integrity, then download."""
+    for code in (ExitCode.CACHE, ExitCode.INTEGRITY, ExitCode.ENGINE, ExitCode.MANIFEST):
+        if code in codes:
+            return int(code)
+    return int(ExitCode.DOWNLOAD) if codes else 0
+
+
+@app.command()
+def pull(
+    refs: Annotated[
+        list[str] | None, typer.Argument(help="Models: ref, alias, name or URL.")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Refs, one per line ('-' = stdin).")
+    ] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="Folder for a URL ref.")] = None,
+    priority: Annotated[
+        str, typer.Option("--priority", help="high, normal, low or a number.")
+    ] = "normal",
+    concurrent: Annotated[
+        int | None, typer.Option("--concurrent", min=1, help="Downloads at once.")
+    ] = None,
+    split: Annotated[
+        int | None, typer.Option("--split", min=1, max=16, help="Segments per file.")
+    ] = None,
+    max_speed: Annotated[
+        str | None, typer.Option("--max-speed", help="Per-file cap, e.g. 50M.")
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Queue and return; the daemon keeps going.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be downloaded.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Download even if present.")] = False,
+) -> None:
+    """Download models, verify them and place them atomically."""
+    from cmcache.cache.index import Index
+    from cmcache.cache.store import ModelStore
+    from cmcache.catalog import load_catalog
+    from cmcache.download import Downloader, PullOptions
+    from cmcache.engine.link import EngineLink
+    from cmcache.engine.resolve import Resolver
+    from cmcache.engine.scheduler import parse_priority
+    from cmcache.pull import pull as run_pull
+    from cmcache.pull import resolve_targets
+
+    st = state()
+    out = st.out
+    settings = st.settings()
+    try:
+        opts = PullOptions(
+            priority=parse_priority(priority),
+            concurrent=concurrent,
+            split=split,
+            max_speed=parse_size(max_speed) if max_speed else 0,
+            detach=detach,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    store = ModelStore(settings.cache.root)
+    targets = resolve_targets(load_catalog(settings), store, _refs(refs, file), folder)
+    store.prepare()
+    index = Index(store.meta_dir / "index.sqlite3")
+    link = EngineLink(settings, keep=detach)
+    with PullProgress(out) as progress:
+
+        def make_downloader() -> Downloader:
+            resolver = Resolver(settings.token_for, wait=min(1.0, settings.download.retry_wait))
+            return Downloader(
+                settings,
+                store,
+                index,
+                link,
+                resolver,
+                on_progress=progress.update,
+                on_note=progress.note,
+                on_outcome=progress.outcome,
+            )
+
+        try:
+            report = run_pull(
+                targets,
+                index=index,
+                make_downloader=make_downloader,
+                opts=opts,
+                force=force,
+                dry_run=dry_run,
+                on_outcome=progress.outcome,
+            )
+        finally:
+            link.finish()
+            index.close()
+    if dry_run:
+        for outcome in report.outcomes:
+            if outcome.outcome == "planned":
+                out.line(f"would download {outcome.target.entry.ref} → {outcome.target.final}")
+    results: list[dict[str, Any]] = [
+        {
+            "ref": o.target.entry.ref,
+            "folder": o.target.entry.folder,
+            "filename": o.target.entry.filename,
+            "path": str(o.target.final),
+            "outcome": o.outcome,
+            "bytes": o.bytes,
+            "seconds": round(o.seconds, 3),
+            "sha256": o.sha256,
+        }
+        for o in report.outcomes
+    ]
+    failed = report.failed
+    errors = [error_item(o.target.entry.ref, o.code, o.message) for o in failed]
+    code = exit_code_for([o.code for o in failed])
+    if failed and len(report.outcomes) > 1:
+        out.error(f"{len(failed)} of {len(report.outcomes)} models failed")
+    out.finish(
+        {"results": results},
+        errors=errors,
+        exit_code=code,
+        partial=len(failed) < len(report.outcomes),
+    )
