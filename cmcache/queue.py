@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cmcache.download import Target
 from cmcache.engine.aria2 import RpcError
 from cmcache.errors import EngineError, RefError
 from cmcache.fsutil import remove_quietly
+from cmcache.manifest import Entry
 
 if TYPE_CHECKING:
     from cmcache.cache.index import Index, Job
+    from cmcache.cache.store import ModelStore
     from cmcache.engine.aria2 import Aria2Engine, Transfer
     from cmcache.engine.link import EngineLink
 
@@ -76,6 +79,28 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
                 reachable = False
         entries.append(_state(job, transfer, reachable))
     return entries
+
+
+def finished_targets(index: Index, link: EngineLink, store: ModelStore) -> list[Target]:
+    """Targets whose download finished in the daemon but was not placed (e.g. ``--detach``)."""
+    targets = []
+    for job in index.jobs():
+        try:
+            transfer = link.engine(job.rpc).tell([job.gid]).get(job.gid)
+        except (EngineError, RpcError):
+            continue
+        if transfer is not None and transfer.status == "complete":
+            entry = Entry(
+                job.folder,
+                job.filename,
+                (job.url,),
+                sha256=job.sha256,
+                size=job.size,
+                source=job.source,
+            )
+            final = store.final_path(job.folder, job.filename)
+            targets.append(Target(entry, final, Path(job.staging)))
+    return targets
 
 
 def select_jobs(index: Index, ids: list[str], everything: bool) -> list[Job]:

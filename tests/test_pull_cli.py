@@ -300,6 +300,21 @@ def test_detached_pull_is_queued_and_can_be_paused_resumed_and_cancelled(
     wait_for(lambda: list(staging.iterdir()) == [], what="the partial to go")
 
 
+def test_detached_download_is_placed_by_status_once_finished(cli: Cli, origin: Origin) -> None:
+    digests = publish(cli, origin, {"det.bin": 4 * MiB})
+    assert cli("pull", "--detach", "det.bin").code == 0
+    final = cli.root / "checkpoints" / "det.bin"
+
+    def placed() -> bool:
+        cli("status")
+        return final.exists()
+
+    wait_for(placed, what="status to place the finished download")
+    assert file_sha(final) == digests["det.bin"]
+    assert cli("--json", "status").json()["data"]["downloads"] == []
+    assert cli("--json", "pull", "det.bin").json()["data"]["results"][0]["outcome"] == "cached"
+
+
 def test_not_enough_space_exits_8_before_downloading(cli: Cli, origin: Origin) -> None:
     free = shutil.disk_usage(cli.home.parent).free
     publish(

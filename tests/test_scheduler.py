@@ -49,8 +49,12 @@ def test_user_paused_downloads_are_left_alone() -> None:
 
 
 def test_waiting_queue_is_ordered_by_priority_then_arrival() -> None:
-    items = [item("l", -10, 1, "waiting"), item("n", 0, 3, "waiting"), item("n0", 0, 2, "waiting"),
-             item("x", 0, 0, "active")]
+    items = [
+        item("l", -10, 1, "waiting"),
+        item("n", 0, 3, "waiting"),
+        item("n0", 0, 2, "waiting"),
+        item("x", 0, 0, "active"),
+    ]
     assert plan_queue(items, limit=1).order == ("n0", "n", "l")
 
 

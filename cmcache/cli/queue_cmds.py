@@ -37,6 +37,8 @@ def status() -> None:
 
     st = state()
     index, link = _open()
+    if link is not None:
+        _place_finished(index, link)
     entries = queue_status(index, link)
     rows = []
     for e in entries:
@@ -70,6 +72,25 @@ def status() -> None:
             ],
         }
     )
+
+
+def _place_finished(index: Any, link: Any) -> None:
+    """Verify and place downloads that finished while nobody watched (``pull --detach``)."""
+    from cmcache.cache.store import ModelStore
+    from cmcache.cli.progress import outcome_line
+    from cmcache.download import Downloader, PullOptions
+    from cmcache.engine.resolve import Resolver
+    from cmcache.queue import finished_targets
+
+    st = state()
+    settings = st.settings()
+    store = ModelStore(settings.cache.root)
+    targets = finished_targets(index, link, store)
+    if not targets:
+        return
+    downloader = Downloader(settings, store, index, link, Resolver(settings.token_for))
+    for outcome in downloader.run(targets, PullOptions()):
+        st.out.info(outcome_line(outcome))
 
 
 def _act(action: str, ids: list[str] | None, everything: bool) -> None:
