@@ -217,7 +217,7 @@ class Downloader:
 
     def _begin(self, target: Target, opts: PullOptions, locked: FileLock | None = None) -> None:
         ref = target.entry.ref
-        lock = locked or FileLock(self.store.locks_dir / (target.staging.name + ".lock"))
+        lock = locked or FileLock(self.store.lock_path(target.entry.folder, target.entry.filename))
         if locked is None and not lock.try_acquire():
             self.on_note(f"{ref}: another cmcache is downloading it; waiting")
             self._waiting[ref] = (target, lock)

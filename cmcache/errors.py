@@ -20,6 +20,14 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+def worst_exit_code(codes: list[int]) -> int:
+    """One exit code for several failures: disk, then integrity, engine, manifest, download."""
+    for code in (ExitCode.CACHE, ExitCode.INTEGRITY, ExitCode.ENGINE, ExitCode.MANIFEST):
+        if code in codes:
+            return int(code)
+    return int(ExitCode.DOWNLOAD) if codes else 0
+
+
 class CmcacheError(Exception):
     """Base of every error cmcache reports to a user."""
 

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
+CREATE TABLE IF NOT EXISTS pins (
+    folder TEXT NOT NULL, filename TEXT NOT NULL, PRIMARY KEY (folder, filename)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     gid TEXT NOT NULL, rpc TEXT NOT NULL, folder TEXT NOT NULL, filename TEXT NOT NULL,
     staging TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -60,6 +63,16 @@ class FileRecord:
     source: str = ""
     url: str = ""
     added: float = 0.0
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A managed file with what pruning needs to know."""
+
+    record: FileRecord
+    last_used: float
+    uses: int
+    pinned: bool
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,57 @@ class Index:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE folder = ? AND filename = ?", (folder, filename))
 
+    def mark_removing(self, folder: str, filename: str) -> None:
+        """Say a removal is about to happen, so a crash mid-way is finished on the next run."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET removing = 1 WHERE folder = ? AND filename = ?",
+                (folder, filename),
+            )
+
+    def removing(self) -> list[FileRecord]:
+        """Files whose removal was started and not confirmed."""
+        rows = self._db.execute("SELECT * FROM files WHERE removing = 1")
+        return [_file(r) for r in rows]
+
+    def managed(self) -> list[ManagedFile]:
+        """Every managed file with its last use, use count and pin, for planning."""
+        rows = self._db.execute(
+            "SELECT f.*, u.last_used, coalesce(u.count, 0) AS uses, p.folder IS NOT NULL AS pinned "
+            "FROM files f LEFT JOIN usage u USING (folder, filename) "
+            "LEFT JOIN pins p USING (folder, filename) WHERE f.removing = 0"
+        )
+        return [
+            ManagedFile(
+                _file(r),
+                r["last_used"] if r["last_used"] is not None else r["added"],
+                r["uses"],
+                bool(r["pinned"]),
+            )
+            for r in rows
+        ]
+
+    def managed_size(self) -> int:
+        """Bytes of all managed files."""
+        row = self._db.execute("SELECT coalesce(sum(size), 0) AS n FROM files").fetchone()
+        return int(row["n"])
+
+    # ------------------------------------------------------------ pins
+
+    def pin(self, folder: str, filename: str) -> None:
+        """Protect a model from pruning."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (folder, filename))
+
+    def unpin(self, folder: str, filename: str) -> None:
+        """Let a model be pruned again."""
+        with self._tx() as db:
+            db.execute("DELETE FROM pins WHERE folder = ? AND filename = ?", (folder, filename))
+
+    def pinned(self) -> set[tuple[str, str]]:
+        """Every pinned (folder, filename)."""
+        return {(r["folder"], r["filename"]) for r in self._db.execute("SELECT * FROM pins")}
+
     # ------------------------------------------------------------ uses
 
     def record_use(self, folder: str, filename: str, at: float | None = None) -> None:
@@ -193,6 +257,15 @@ class Index:
             (folder, filename),
         ).fetchone()
         return (row["last_used"], row["count"]) if row else None
+
+    def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
+        """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
+        rows = self._db.execute(
+            "SELECT folder, filename, count(*) AS n, max(at) AS last FROM use_log WHERE at >= ? "
+            "GROUP BY folder, filename ORDER BY n DESC, last DESC LIMIT ?",
+            (since, limit),
+        )
+        return [(r["folder"], r["filename"], int(r["n"])) for r in rows]
 
     # ------------------------------------------------------------ jobs
 

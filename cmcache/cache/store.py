@@ -65,6 +65,10 @@ class ModelStore:
         """The in-progress file of a target."""
         return self.staging_dir / self.staging_name(folder, filename)
 
+    def lock_path(self, folder: str, filename: str) -> Path:
+        """The lock a download or a removal of one target holds."""
+        return self.locks_dir / (self.staging_name(folder, filename) + ".lock")
+
     def state(self, folder: str, filename: str) -> str:
         """``cached`` when the final file exists, ``partial`` while staged, else ``missing``."""
         try:

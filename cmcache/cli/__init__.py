@@ -13,8 +13,10 @@ from cmcache.errors import CmcacheError, ExitCode
 def _build() -> typer.Typer:
     # Importing the command modules registers their commands on the app.
     from cmcache.cli import (  # noqa: F401
+        cache_cmds,
         catalog_cmds,
         config_cmds,
+        prune_cmds,
         pull_cmd,
         queue_cmds,
         sync_cmd,

@@ -39,9 +39,29 @@ def _row(entry: Entry, local: str) -> dict[str, Any]:
     }
 
 
+def _states(store: ModelStore, entries: list[Entry]) -> dict[str, str]:
+    """cached / partial / missing from the disk; cached and pinned shows as pinned."""
+    from cmcache.cache.index import Index
+
+    index_path = store.meta_dir / "index.sqlite3"
+    pinned: set[tuple[str, str]] = set()
+    if index_path.exists():
+        index = Index(index_path)
+        pinned = index.pinned()
+        index.close()
+    states = {}
+    for e in entries:
+        local = store.state(e.folder, e.filename)
+        states[e.ref] = (
+            "pinned" if local == "cached" and (e.folder, e.filename) in pinned else local
+        )
+    return states
+
+
 def _render(entries: list[Entry], store: ModelStore, title: str) -> list[dict[str, Any]]:
     out = state().out
-    rows = [_row(e, store.state(e.folder, e.filename)) for e in entries]
+    states = _states(store, entries)
+    rows = [_row(e, states[e.ref]) for e in entries]
     out.table(
         ["ref", "state", "size", "source", "aliases"],
         [
@@ -71,8 +91,9 @@ def list_models(
     if source:
         entries = [e for e in entries if e.source == source]
     if cached or missing:
-        want = {"cached"} if cached else {"missing", "partial"}
-        entries = [e for e in entries if store.state(e.folder, e.filename) in want]
+        want = {"cached", "pinned"} if cached else {"missing", "partial"}
+        states = _states(store, entries)
+        entries = [e for e in entries if states[e.ref] in want]
     rows = _render(entries, store, title=f"{len(entries)} models")
     st.out.finish({"models": rows})
 

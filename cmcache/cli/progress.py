@@ -44,8 +44,9 @@ def outcome_line(outcome: Outcome) -> str:
 class PullProgress:
     """Context manager wiring the downloader's callbacks to the terminal."""
 
-    def __init__(self, out: Output) -> None:
+    def __init__(self, out: Output, *, show_outcomes: bool = True) -> None:
         self.out = out
+        self.show_outcomes = show_outcomes
         self._bars: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
         self._total: TaskID | None = None
@@ -84,7 +85,7 @@ class PullProgress:
             self._bars.remove_task(self._tasks.pop(outcome.target.entry.ref))
         if outcome.outcome == "failed":
             self.out.error(outcome.message)
-        else:
+        elif self.show_outcomes:
             self.out.line(outcome_line(outcome))
 
     def update(self, snapshot: list[Snapshot]) -> None:

@@ -11,7 +11,7 @@ import typer
 from cmcache.cli.app import app, state
 from cmcache.cli.output import error_item
 from cmcache.cli.progress import PullProgress
-from cmcache.errors import ExitCode, UsageError
+from cmcache.errors import UsageError, worst_exit_code
 from cmcache.sizes import parse_size
 
 
@@ -30,14 +30,6 @@ def _refs(refs: list[str] | None, file: Path | None) -> list[str]:
     if not collected:
         raise UsageError("name at least one model (or --file)", hint="cmcache pull sdxl")
     return collected
-
-
-def exit_code_for(codes: list[int]) -> int:
-    """The one exit code for several failures: disk, then integrity, then download."""
-    for code in (ExitCode.CACHE, ExitCode.INTEGRITY, ExitCode.ENGINE, ExitCode.MANIFEST):
-        if code in codes:
-            return int(code)
-    return int(ExitCode.DOWNLOAD) if codes else 0
 
 
 @app.command()
@@ -70,12 +62,11 @@ def pull(
     force: Annotated[bool, typer.Option("--force", help="Download even if present.")] = False,
 ) -> None:
     """Download models, verify them and place them atomically."""
-    from cmcache.cache.index import Index
     from cmcache.cache.store import ModelStore
     from cmcache.catalog import load_catalog
-    from cmcache.download import Downloader, PullOptions
+    from cmcache.cli.common import downloader, open_cache
+    from cmcache.download import PullOptions
     from cmcache.engine.link import EngineLink
-    from cmcache.engine.resolve import Resolver
     from cmcache.engine.scheduler import parse_priority
     from cmcache.pull import pull as run_pull
     from cmcache.pull import resolve_targets
@@ -93,31 +84,17 @@ def pull(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    store = ModelStore(settings.cache.root)
-    targets = resolve_targets(load_catalog(settings), store, _refs(refs, file), folder)
-    store.prepare()
-    index = Index(store.meta_dir / "index.sqlite3")
+    targets = resolve_targets(
+        load_catalog(settings), ModelStore(settings.cache.root), _refs(refs, file), folder
+    )
+    store, index = open_cache(settings)
     link = EngineLink(settings, keep=detach)
     with PullProgress(out) as progress:
-
-        def make_downloader() -> Downloader:
-            resolver = Resolver(settings.token_for, wait=min(1.0, settings.download.retry_wait))
-            return Downloader(
-                settings,
-                store,
-                index,
-                link,
-                resolver,
-                on_progress=progress.update,
-                on_note=progress.note,
-                on_outcome=progress.outcome,
-            )
-
         try:
             report = run_pull(
                 targets,
                 index=index,
-                make_downloader=make_downloader,
+                make_downloader=lambda: downloader(settings, store, index, link, progress),
                 opts=opts,
                 force=force,
                 dry_run=dry_run,
@@ -145,7 +122,7 @@ def pull(
     ]
     failed = report.failed
     errors = [error_item(o.target.entry.ref, o.code, o.message) for o in failed]
-    code = exit_code_for([o.code for o in failed])
+    code = worst_exit_code([o.code for o in failed])
     if failed and len(report.outcomes) > 1:
         out.error(f"{len(failed)} of {len(report.outcomes)} models failed")
     out.finish(

@@ -15,14 +15,11 @@ AllOpt = Annotated[bool, typer.Option("--all", help="Every queued download.")]
 
 
 def _open(start: bool = False) -> tuple[Any, Any]:
-    from cmcache.cache.index import Index
-    from cmcache.cache.store import ModelStore
+    from cmcache.cli.common import open_cache
     from cmcache.engine.link import EngineLink
 
     settings = state().settings()
-    store = ModelStore(settings.cache.root)
-    store.prepare()
-    index = Index(store.meta_dir / "index.sqlite3")
+    _store, index = open_cache(settings)
     link = EngineLink(settings)
     if start:
         link.engines()
@@ -40,6 +37,12 @@ def status() -> None:
     if link is not None:
         _place_finished(index, link)
     entries = queue_status(index, link)
+    budget = st.settings().cache.max_size
+    usage = {"managed_size": index.managed_size(), "files": len(index.files()), "max_size": budget}
+    st.out.info(
+        f"cache: {usage['files']} managed files, {format_size(usage['managed_size'])}"
+        + (f" of {format_size(budget)} budget" if budget else " (no max_size)")
+    )
     rows = []
     for e in entries:
         pct = f"{100 * e.done / e.total:.0f}%" if e.total else "-"
@@ -56,6 +59,7 @@ def status() -> None:
     st.out.finish(
         {
             "daemon": daemon,
+            "cache": usage,
             "downloads": [
                 {
                     "id": e.id,
@@ -77,9 +81,9 @@ def status() -> None:
 def _place_finished(index: Any, link: Any) -> None:
     """Verify and place downloads that finished while nobody watched (``pull --detach``)."""
     from cmcache.cache.store import ModelStore
+    from cmcache.cli.common import downloader
     from cmcache.cli.progress import outcome_line
-    from cmcache.download import Downloader, PullOptions
-    from cmcache.engine.resolve import Resolver
+    from cmcache.download import PullOptions
     from cmcache.queue import finished_targets
 
     st = state()
@@ -88,8 +92,7 @@ def _place_finished(index: Any, link: Any) -> None:
     targets = finished_targets(index, link, store)
     if not targets:
         return
-    downloader = Downloader(settings, store, index, link, Resolver(settings.token_for))
-    for outcome in downloader.run(targets, PullOptions()):
+    for outcome in downloader(settings, store, index, link).run(targets, PullOptions()):
         st.out.info(outcome_line(outcome))
 
 
