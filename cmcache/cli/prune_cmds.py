@@ -43,8 +43,10 @@ def prune(
 
     st = state()
     settings = st.settings()
-    limit = _size_option(max_size, "--max-size") or settings.cache.max_size
-    free_target = _size_option(min_free, "--min-free") or settings.cache.min_free
+    limit = _size_option(max_size, "--max-size")
+    limit = settings.cache.max_size if limit is None else limit
+    free_target = _size_option(min_free, "--min-free")
+    free_target = settings.cache.min_free if free_target is None else free_target
     if limit is None and free_target is None and keep_days is None:
         raise UsageError(
             "prune needs a target: --max-size, --min-free or --keep-days (or cache.max_size)",
