@@ -98,19 +98,24 @@ def plan_prune(
     return PrunePlan(tuple(removed), total, size, reached, keep_count)
 
 
-def candidates(index: Index, store: ModelStore) -> list[Candidate]:
-    """Managed files with their protection facts (in flight: a queued job or a held lock)."""
+def candidates(index: Index) -> list[Candidate]:
+    """Managed files with their protection facts (in flight: a download is queued for it).
+
+    A download that holds the target's lock but is not queued yet is caught by ``execute``,
+    which takes each target's lock before removing anything.
+    """
     jobs = {(j.folder, j.filename) for j in index.jobs()}
-    out = []
-    for managed in index.managed():
-        rec = managed.record
-        lock = FileLock(store.lock_path(rec.folder, rec.filename))
-        busy = (rec.folder, rec.filename) in jobs or not lock.try_acquire()
-        lock.release()
-        out.append(
-            Candidate(rec.folder, rec.filename, rec.size, managed.last_used, managed.pinned, busy)
+    return [
+        Candidate(
+            m.record.folder,
+            m.record.filename,
+            m.record.size,
+            m.last_used,
+            m.pinned,
+            (m.record.folder, m.record.filename) in jobs,
         )
-    return out
+        for m in index.managed()
+    ]
 
 
 def reconcile(index: Index, store: ModelStore) -> list[FileRecord]:

@@ -85,8 +85,12 @@ def test_prune_without_any_target_is_a_usage_error(cli: Cli) -> None:
 
 
 def test_prune_uses_the_config_budget(cli: Cli, origin: Origin) -> None:
-    publish(cli, origin, {"a.bin": MiB, "b.bin": MiB},
-            extra_config=FAST_RETRIES + '[cache]\nmax_size = "1M"\nkeep_days = 0\n')
+    publish(
+        cli,
+        origin,
+        {"a.bin": MiB, "b.bin": MiB},
+        extra_config=FAST_RETRIES + '[cache]\nmax_size = "1M"\nkeep_days = 0\n',
+    )
     assert cli("pull", "a.bin", "b.bin").code == 0
     result = cli("--json", "prune")
     assert result.code == 0 and result.json()["data"]["managed_size"] == MiB
@@ -170,9 +174,13 @@ def test_scan_adopts_matching_files_only(cli: Cli, origin: Origin) -> None:
 def test_prefetch_fills_its_list_within_the_budget_by_evicting_lru(
     cli: Cli, origin: Origin
 ) -> None:
-    publish(cli, origin, {"old.bin": 2 * MiB, "p1.bin": 2 * MiB, "p2.bin": 2 * MiB},
-            extra_config=FAST_RETRIES + '[cache]\nmax_size = "5M"\nkeep_days = 0\n'
-            '[prefetch]\nmodels = ["p1.bin", "p2.bin"]\n')
+    publish(
+        cli,
+        origin,
+        {"old.bin": 2 * MiB, "p1.bin": 2 * MiB, "p2.bin": 2 * MiB},
+        extra_config=FAST_RETRIES + '[cache]\nmax_size = "5M"\nkeep_days = 0\n'
+        '[prefetch]\nmodels = ["p1.bin", "p2.bin"]\n',
+    )
     assert cli("pull", "old.bin").code == 0
     result = cli("prefetch")
     assert result.code == 0, result.stderr
@@ -185,17 +193,25 @@ def test_prefetch_fills_its_list_within_the_budget_by_evicting_lru(
 
 
 def test_prefetch_skips_what_does_not_fit(cli: Cli, origin: Origin) -> None:
-    publish(cli, origin, {"p1.bin": 2 * MiB, "p2.bin": 2 * MiB},
-            extra_config=FAST_RETRIES + '[cache]\nmax_size = "3M"\n'
-            '[prefetch]\nmodels = ["p1.bin", "p2.bin"]\n')
+    publish(
+        cli,
+        origin,
+        {"p1.bin": 2 * MiB, "p2.bin": 2 * MiB},
+        extra_config=FAST_RETRIES + '[cache]\nmax_size = "3M"\n'
+        '[prefetch]\nmodels = ["p1.bin", "p2.bin"]\n',
+    )
     result = cli("prefetch")
     assert result.code == 0
     assert "skipped checkpoints/p2.bin" in result.stderr and "skipped 1" in result.stdout
 
 
 def test_prefetch_adds_the_most_used_models(cli: Cli, origin: Origin) -> None:
-    publish(cli, origin, {"hot.bin": MiB, "cold.bin": MiB},
-            extra_config=FAST_RETRIES + "[prefetch]\npopular = 1\n")
+    publish(
+        cli,
+        origin,
+        {"hot.bin": MiB, "cold.bin": MiB},
+        extra_config=FAST_RETRIES + "[prefetch]\npopular = 1\n",
+    )
     for _ in range(3):
         cli("touch", "hot.bin")
     cli("touch", "cold.bin")
@@ -204,8 +220,12 @@ def test_prefetch_adds_the_most_used_models(cli: Cli, origin: Origin) -> None:
 
 
 def test_a_second_concurrent_prefetch_steps_aside(cli: Cli, origin: Origin) -> None:
-    publish(cli, origin, {"slow.bin": 8 * MiB},
-            extra_config=FAST_RETRIES + '[prefetch]\nmodels = ["slow.bin"]\n')
+    publish(
+        cli,
+        origin,
+        {"slow.bin": 8 * MiB},
+        extra_config=FAST_RETRIES + '[prefetch]\nmodels = ["slow.bin"]\n',
+    )
     origin.fault("files/slow.bin", rate=2 * MiB)
     first = cli.popen("prefetch")
     wait_for(lambda: origin.sent_so_far("files/slow.bin") > 0, what="the first prefetch")
@@ -215,8 +235,7 @@ def test_a_second_concurrent_prefetch_steps_aside(cli: Cli, origin: Origin) -> N
 
 
 def test_status_reports_usage_against_the_budget(cli: Cli, origin: Origin) -> None:
-    publish(cli, origin, {"a.bin": MiB},
-            extra_config=FAST_RETRIES + '[cache]\nmax_size = "10M"\n')
+    publish(cli, origin, {"a.bin": MiB}, extra_config=FAST_RETRIES + '[cache]\nmax_size = "10M"\n')
     assert cli("pull", "a.bin").code == 0
     data = cli("--json", "status").json()["data"]
     assert data["cache"] == {"managed_size": MiB, "files": 1, "max_size": 10 * MiB}

@@ -29,8 +29,12 @@ def test_least_recently_used_go_first_until_under_budget() -> None:
 
 
 def test_pins_recent_use_and_downloads_in_flight_are_protected() -> None:
-    files = [c("pinned", GB, 90, pinned=True), c("recent", GB, 1), c("busy", GB, 90, busy=True),
-             c("stale", GB, 90)]
+    files = [
+        c("pinned", GB, 90, pinned=True),
+        c("recent", GB, 1),
+        c("busy", GB, 90, busy=True),
+        c("stale", GB, 90),
+    ]
     plan = plan_prune(files, now=NOW, keep_days=7, max_size=0)
     assert refs(plan.remove) == ["stale"]
     assert not plan.reached and plan.protected == 3 and plan.resulting_size == 3 * GB
@@ -50,8 +54,7 @@ def test_min_free_evicts_until_the_disk_has_room() -> None:
 
 def test_max_size_and_min_free_must_both_hold() -> None:
     files = [c("a", GB, 30), c("b", GB, 20), c("c", GB, 10)]
-    plan = plan_prune(files, now=NOW, keep_days=7, max_size=2 * GB, min_free=3 * GB,
-                      free_bytes=0)
+    plan = plan_prune(files, now=NOW, keep_days=7, max_size=2 * GB, min_free=3 * GB, free_bytes=0)
     assert refs(plan.remove) == ["a", "b", "c"]
 
 
@@ -77,21 +80,29 @@ def want(name: str, size: int | None) -> Wanted:
 
 def test_prefetch_evicts_lru_unprotected_files_to_make_room() -> None:
     cached = [c("old", 4 * GB, 30), c("newer", 4 * GB, 20), c("pinned", 4 * GB, 90, pinned=True)]
-    plan = plan_prefetch([want("x", 3 * GB)], cached, now=NOW, keep_days=7, max_size=13 * GB,
-                         never_evict=set())
+    plan = plan_prefetch(
+        [want("x", 3 * GB)], cached, now=NOW, keep_days=7, max_size=13 * GB, never_evict=set()
+    )
     assert [w.target.entry.filename for w in plan.fetch] == ["x"]
     assert [v.filename for v in plan.evict] == ["old"]
 
 
 def test_prefetch_never_evicts_listed_models_and_skips_what_cannot_fit() -> None:
     cached = [c("listed", 4 * GB, 30), c("pinned", 4 * GB, 90, pinned=True)]
-    plan = plan_prefetch([want("x", 3 * GB), want("small", GB)], cached, now=NOW, keep_days=7,
-                         max_size=9 * GB, never_evict={"checkpoints/listed"})
+    plan = plan_prefetch(
+        [want("x", 3 * GB), want("small", GB)],
+        cached,
+        now=NOW,
+        keep_days=7,
+        max_size=9 * GB,
+        never_evict={"checkpoints/listed"},
+    )
     assert [w.target.entry.filename for w in plan.fetch] == ["small"]
     assert plan.evict == () and "needs" in plan.skipped[0][1]
 
 
 def test_prefetch_without_budget_fetches_everything() -> None:
-    plan = plan_prefetch([want("x", None)], [], now=NOW, keep_days=7, max_size=None,
-                         never_evict=set())
+    plan = plan_prefetch(
+        [want("x", None)], [], now=NOW, keep_days=7, max_size=None, never_evict=set()
+    )
     assert len(plan.fetch) == 1 and plan.evict == ()

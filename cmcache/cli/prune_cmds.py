@@ -57,7 +57,7 @@ def prune(
         for gone in reconcile(index, store):
             st.out.warn(f"{gone.folder}/{gone.filename} was already gone; forgotten")
     plan = plan_prune(
-        candidates(index, store),
+        candidates(index),
         now=time.time(),
         keep_days=settings.cache.keep_days if keep_days is None else keep_days,
         max_size=limit,
@@ -135,7 +135,7 @@ def prefetch(
     ]
     plan = plan_prefetch(
         missing,
-        candidates(index, store),
+        candidates(index),
         now=time.time(),
         keep_days=settings.cache.keep_days,
         max_size=settings.cache.max_size,
