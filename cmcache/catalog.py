@@ -99,7 +99,11 @@ def load_catalog(settings: Settings) -> Catalog:
     warnings: list[str] = []
     for source in settings.sources:
         for name, record in store.records(source.name).items():
-            data = store.read(source.name, name)
+            saved = store.read_entries(source.name, name, record.md5)
+            if saved is not None:
+                entries.extend(saved)
+                continue
+            data = store.read(source.name, name)  # stored by an older cmcache: parse again
             if data is None:
                 warnings.append(f"list {name!r} of source {source.name!r} is missing; run sync")
                 continue

@@ -30,6 +30,7 @@ from cmcache.errors import (
     Interrupted,
 )
 from cmcache.fsutil import remove_quietly
+from cmcache.results import Outcome, Progress, PullOptions, Target
 from cmcache.sizes import format_size
 
 if TYPE_CHECKING:
@@ -40,61 +41,11 @@ if TYPE_CHECKING:
     from cmcache.engine.aria2 import Aria2Engine
     from cmcache.engine.link import EngineLink
     from cmcache.engine.resolve import Resolved, Resolver
-    from cmcache.manifest import Entry
     from cmcache.settings import Settings
 
 POLL = 0.25
 RETRY_CODES = {"1", "2", "5", "6", "19", "22", "24", "29"}  # transient: resume after a pause
 CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the way
-
-
-@dataclass(frozen=True)
-class Target:
-    """One model to bring to its final path."""
-
-    entry: Entry
-    final: Path
-    staging: Path
-
-    @property
-    def control(self) -> Path:
-        """aria2's control file beside the staging file."""
-        return self.staging.with_name(self.staging.name + ".aria2")
-
-
-@dataclass(frozen=True)
-class PullOptions:
-    """How to download."""
-
-    priority: int = 0
-    concurrent: int | None = None
-    split: int | None = None
-    max_speed: int = 0
-    detach: bool = False
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one target."""
-
-    target: Target
-    outcome: str  # downloaded | cached | queued | failed
-    bytes: int = 0
-    seconds: float = 0.0
-    sha256: str | None = None
-    code: int = 0
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A moment in one download, for progress bars."""
-
-    ref: str
-    state: str  # waiting | downloading | paused | verifying | done | failed | locked
-    done: int
-    total: int
-    speed: int
 
 
 @dataclass

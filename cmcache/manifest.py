@@ -79,6 +79,29 @@ class ParsedList:
     warnings: tuple[str, ...] = field(default=())
 
 
+def entry_to_dict(entry: Entry) -> dict[str, Any]:
+    """A validated entry as plain JSON data."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in entry.__dict__.items()}
+
+
+def entry_from_dict(data: dict[str, Any]) -> Entry:
+    """Rebuild an entry saved by ``entry_to_dict`` (already validated when it was synced)."""
+    return Entry(
+        folder=data["folder"],
+        filename=data["filename"],
+        urls=tuple(data["urls"]),
+        sha256=data.get("sha256"),
+        size=data.get("size"),
+        size_exact=data.get("size_exact", True),
+        name=data.get("name", ""),
+        aliases=tuple(data.get("aliases", ())),
+        tags=tuple(data.get("tags", ())),
+        description=data.get("description", ""),
+        source=data.get("source", ""),
+        list_name=data.get("list_name", ""),
+    )
+
+
 # ---------------------------------------------------------------- safety
 
 

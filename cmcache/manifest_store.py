@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from cmcache.fsutil import remove_quietly, write_atomic
+from cmcache.manifest import Entry, entry_from_dict, entry_to_dict
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,6 +64,23 @@ class ManifestStore:
         """Where a list's bytes live."""
         return self.base / source / f"{name}.json"
 
+    def entries_path(self, source: str, name: str) -> Path:
+        """Where a list's validated entries live."""
+        return self.base / source / f"{name}.entries"
+
+    def read_entries(self, source: str, name: str, md5: str) -> list[Entry] | None:
+        """The validated entries saved with the list, if they belong to these bytes."""
+        try:
+            doc = json.loads(self.entries_path(source, name).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("md5") != md5:
+            return None
+        try:
+            return [entry_from_dict(d) for d in doc["entries"]]
+        except (KeyError, TypeError):
+            return None
+
     def read(self, source: str, name: str) -> bytes | None:
         """The stored bytes of a list, or None when absent."""
         try:
@@ -75,10 +93,24 @@ class ManifestStore:
         data = self.read(source, name)
         return None if data is None else hashlib.md5(data, usedforsecurity=False).hexdigest()
 
-    def save(self, source: str, record: ListRecord, body: bytes | None) -> None:
-        """Store a list (``body`` None keeps the bytes and updates the record only)."""
+    def save(
+        self, source: str, record: ListRecord, body: bytes | None, entries: tuple[Entry, ...] = ()
+    ) -> None:
+        """Store a list: its bytes (for MD5 checks) and its validated entries (for fast loads).
+
+        ``body`` None keeps the stored bytes and updates the record only.
+        """
         if body is not None:
             write_atomic(self.path(source, record.name), body)
+            doc = {
+                "schema": META_SCHEMA,
+                "md5": record.md5,
+                "entries": [entry_to_dict(e) for e in entries],
+            }
+            write_atomic(
+                self.entries_path(source, record.name),
+                json.dumps(doc, separators=(",", ":")).encode(),
+            )
         records = self.records(source)
         records[record.name] = record
         self._write_meta(source, records)
@@ -88,7 +120,7 @@ class ManifestStore:
         records = self.records(source)
         records.pop(name, None)
         self._write_meta(source, records)
-        remove_quietly(self.path(source, name))
+        remove_quietly(self.path(source, name), self.entries_path(source, name))
 
     def drop_source(self, source: str) -> None:
         """Forget everything of a source no longer configured."""

@@ -12,8 +12,8 @@ from cmcache.prune import Candidate, protected
 if TYPE_CHECKING:
     from cmcache.cache.index import Index
     from cmcache.catalog import Catalog
-    from cmcache.download import Target
     from cmcache.manifest import Entry
+    from cmcache.results import Target
     from cmcache.settings import PrefetchSettings
 
 

@@ -9,9 +9,9 @@ from urllib.parse import unquote, urlsplit
 
 from cmcache.cache.index import FileRecord
 from cmcache.cache.verify import fingerprint, sha256_file
-from cmcache.download import Downloader, Outcome, PullOptions, Target
 from cmcache.errors import IntegrityError, RefError, UsageError
 from cmcache.manifest import Entry, url_problem
+from cmcache.results import Outcome, PullOptions, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cmcache.cache.index import Index
     from cmcache.cache.store import ModelStore
     from cmcache.catalog import Catalog
+    from cmcache.download import Downloader
 
 
 def read_ref_lines(lines: Iterable[str]) -> list[str]:
@@ -85,6 +86,19 @@ def _adhoc(url: str, folder: str | None) -> Entry:
     return Entry(folder=folder, filename=name, urls=(url,), source="url")
 
 
+def present_managed(index: Index, target: Target) -> bool:
+    """Whether a managed file is in place and unchanged since verified (no hashing)."""
+    entry = target.entry
+    record = index.get_file(entry.folder, entry.filename)
+    if record is None or (entry.sha256 is not None and record.sha256 != entry.sha256):
+        return False
+    try:
+        fp = fingerprint(target.final)
+    except OSError:
+        return False
+    return (record.size, record.mtime_ns, record.inode) == fp
+
+
 def present(index: Index, target: Target, *, force: bool) -> str | None:
     """The sha256 of a target already present and verified, else None (it must be fetched).
 
@@ -101,7 +115,7 @@ def present(index: Index, target: Target, *, force: bool) -> str | None:
     fp = fingerprint(target.final)
     if record is not None and (record.size, record.mtime_ns, record.inode) == fp:
         if entry.sha256 is None or record.sha256 == entry.sha256:
-            return record.sha256
+            return record.sha256 or ""
         return None  # the manifest now names other bytes: fetch them
     if entry.exact_size is not None and fp[0] != entry.exact_size and record is None:
         raise IntegrityError(

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cmcache.download import Target
 from cmcache.engine.aria2 import RpcError
 from cmcache.errors import EngineError, RefError
 from cmcache.fsutil import remove_quietly
 from cmcache.manifest import Entry
+from cmcache.results import Target
 
 if TYPE_CHECKING:
     from cmcache.cache.index import Index, Job

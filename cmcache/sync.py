@@ -158,7 +158,7 @@ def _sync_listed(
     record = ListRecord(
         name, fetched.md5, new_version or parsed.version, parsed.format, url, len(parsed.entries)
     )
-    job.store.save(source.name, record, fetched.body)
+    job.store.save(source.name, record, fetched.body, parsed.entries)
     if old and old.md5 == fetched.md5:
         status = "unchanged"
     return replace(
@@ -214,7 +214,7 @@ def _sync_url(job: _Job, source: Source, emit: Progress) -> None:
             etag=fetched.headers.get("ETag", ""),
             last_modified=fetched.headers.get("Last-Modified", ""),
         )
-        job.store.save(name, record, fetched.body)
+        job.store.save(name, record, fetched.body, parsed.entries)
     emit(
         replace(
             row,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmcache.download import Target
 from cmcache.manifest import Entry
 from cmcache.prefetch import Wanted, plan_prefetch
 from cmcache.prune import DAY, Candidate, plan_prune
+from cmcache.results import Target
 
 NOW = 1_000_000_000.0
 GB = 10**9

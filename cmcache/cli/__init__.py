@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import traceback
-
-import typer
+from typing import TYPE_CHECKING
 
 from cmcache.errors import CmcacheError, ExitCode
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _build() -> typer.Typer:
@@ -28,6 +30,13 @@ def _build() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     """Run cmcache and exit with the code of SPEC §8."""
+    from cmcache.cli.fast import fast_path
+
+    fast = fast_path(sys.argv[1:] if argv is None else argv)
+    if fast is not None:
+        sys.exit(fast)
+    import typer
+
     from cmcache.cli.app import CURRENT
     from cmcache.cli.output import error_item
 

@@ -34,10 +34,10 @@ def path(
     """Print a model's local path, downloading it first if missing; records a use."""
     from cmcache.cli.common import downloader
     from cmcache.cli.progress import PullProgress
-    from cmcache.download import PullOptions
     from cmcache.engine.link import EngineLink
     from cmcache.engine.scheduler import PRIORITIES
     from cmcache.pull import pull
+    from cmcache.results import PullOptions
 
     st = state()
     settings = st.settings()
@@ -116,9 +116,9 @@ def verify(
     from cmcache.catalog import load_catalog
     from cmcache.cli.common import downloader, open_cache
     from cmcache.cli.progress import PullProgress
-    from cmcache.download import PullOptions
     from cmcache.engine.link import EngineLink
     from cmcache.pull import pull, resolve_targets
+    from cmcache.results import PullOptions
     from cmcache.upkeep import verify_files
 
     st = state()

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from cmcache.cli.output import Output
-    from cmcache.download import Outcome
-    from cmcache.download import Progress as Snapshot
+    from cmcache.results import Outcome
+    from cmcache.results import Progress as Snapshot
 
 
 def outcome_line(outcome: Outcome) -> str:

@@ -107,12 +107,12 @@ def prefetch(
     from cmcache.catalog import load_catalog
     from cmcache.cli.common import downloader, open_cache
     from cmcache.cli.progress import PullProgress
-    from cmcache.download import PullOptions
     from cmcache.engine.link import EngineLink
     from cmcache.engine.scheduler import PRIORITIES
     from cmcache.prefetch import Wanted, plan_prefetch, wanted_entries
     from cmcache.prune import PrunePlan, candidates, execute
     from cmcache.pull import present, resolve_targets
+    from cmcache.results import PullOptions
 
     st = state()
     settings = st.settings()

@@ -65,11 +65,11 @@ def pull(
     from cmcache.cache.store import ModelStore
     from cmcache.catalog import load_catalog
     from cmcache.cli.common import downloader, open_cache
-    from cmcache.download import PullOptions
     from cmcache.engine.link import EngineLink
     from cmcache.engine.scheduler import parse_priority
     from cmcache.pull import pull as run_pull
     from cmcache.pull import resolve_targets
+    from cmcache.results import PullOptions
 
     st = state()
     out = st.out

@@ -83,8 +83,8 @@ def _place_finished(index: Any, link: Any) -> None:
     from cmcache.cache.store import ModelStore
     from cmcache.cli.common import downloader
     from cmcache.cli.progress import outcome_line
-    from cmcache.download import PullOptions
     from cmcache.queue import finished_targets
+    from cmcache.results import PullOptions
 
     st = state()
     settings = st.settings()
