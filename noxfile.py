@@ -36,6 +36,13 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with aria2c and curl; writes bench.json (`-- --quick` for a taste)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(default=False)
 def completions(session: nox.Session) -> None:
     """Regenerate completions/ from the app (a test fails when they drift)."""
     session.install("-e", ".")

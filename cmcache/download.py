@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -121,7 +121,7 @@ class Downloader:
                 self._waiting.clear()
             while self._live or self._waiting:
                 self._tick(opts)
-                time.sleep(POLL)
+                self._pause()
         except KeyboardInterrupt:
             self.link.interrupt((lv.engine_url, lv.gid) for lv in self._live.values() if lv.gid)
             raise Interrupted(
@@ -134,6 +134,19 @@ class Downloader:
             for _target, lock in self._waiting.values():
                 lock.release()
         return [self._done[t.entry.ref] for t in targets]
+
+    def _pause(self) -> None:
+        """Wait for the next tick: sooner when a download is about to finish or a hash is done."""
+        hashing = [lv.verifying for lv in self._live.values() if lv.verifying is not None]
+        if hashing:
+            wait(hashing, timeout=POLL, return_when=FIRST_COMPLETED)
+            return
+        delay = POLL
+        for live in self._live.values():
+            t = live.last
+            if t is not None and t.status == "active" and t.speed > 0 and t.total:
+                delay = min(delay, (t.total - t.completed) / t.speed)
+        time.sleep(max(0.02, delay))
 
     def _tick(self, opts: PullOptions) -> None:
         for ref, (target, lock) in list(self._waiting.items()):

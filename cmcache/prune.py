@@ -104,16 +104,8 @@ def candidates(index: Index) -> list[Candidate]:
     A download that holds the target's lock but is not queued yet is caught by ``execute``,
     which takes each target's lock before removing anything.
     """
-    jobs = {(j.folder, j.filename) for j in index.jobs()}
     return [
-        Candidate(
-            m.record.folder,
-            m.record.filename,
-            m.record.size,
-            m.last_used,
-            m.pinned,
-            (m.record.folder, m.record.filename) in jobs,
-        )
+        Candidate(m.folder, m.filename, m.size, m.last_used, bool(m.pinned), bool(m.queued))
         for m in index.managed()
     ]
 

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cmcache.errors import CacheError
 
@@ -65,14 +65,15 @@ class FileRecord:
     added: float = 0.0
 
 
-@dataclass(frozen=True)
-class ManagedFile:
+class ManagedFile(NamedTuple):
     """A managed file with what pruning needs to know."""
 
-    record: FileRecord
+    folder: str
+    filename: str
+    size: int
     last_used: float
-    uses: int
     pinned: bool
+    queued: bool
 
 
 @dataclass(frozen=True)
@@ -200,21 +201,19 @@ class Index:
         return [_file(r) for r in rows]
 
     def managed(self) -> list[ManagedFile]:
-        """Every managed file with its last use, use count and pin, for planning."""
-        rows = self._db.execute(
-            "SELECT f.*, u.last_used, coalesce(u.count, 0) AS uses, p.folder IS NOT NULL AS pinned "
-            "FROM files f LEFT JOIN usage u USING (folder, filename) "
-            "LEFT JOIN pins p USING (folder, filename) WHERE f.removing = 0"
+        """Every managed file with what pruning weighs: last use, pin, a queued download.
+
+        Plain tuples, not rows: this runs over every file of large caches.
+        """
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
+            "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
+            "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
+            "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
         )
-        return [
-            ManagedFile(
-                _file(r),
-                r["last_used"] if r["last_used"] is not None else r["added"],
-                r["uses"],
-                bool(r["pinned"]),
-            )
-            for r in rows
-        ]
+        return [ManagedFile(*row) for row in rows]
 
     def managed_size(self) -> int:
         """Bytes of all managed files."""

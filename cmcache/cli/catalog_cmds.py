@@ -49,9 +49,10 @@ def _states(store: ModelStore, entries: list[Entry]) -> dict[str, str]:
         index = Index(index_path)
         pinned = index.pinned()
         index.close()
+    on_disk = store.states((e.folder, e.filename) for e in entries)
     states = {}
     for e in entries:
-        local = store.state(e.folder, e.filename)
+        local = on_disk[e.folder, e.filename]
         states[e.ref] = (
             "pinned" if local == "cached" and (e.folder, e.filename) in pinned else local
         )

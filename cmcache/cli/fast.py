@@ -15,6 +15,9 @@ from cmcache.errors import CmcacheError
 
 def fast_path(args: list[str]) -> int | None:
     """Answer ``args`` without the full CLI when possible; None means "not here"."""
+    # Global flags that change nothing about a no-op answer.
+    while args and args[0] in ("--no-progress", "-q", "--quiet"):
+        args = args[1:]
     if len(args) < 2 or args[0] not in ("path", "pull"):
         return None
     command, rest = args[0], args[1:]

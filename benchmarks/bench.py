@@ -1,0 +1,476 @@
+"""cmcache side by side with aria2c and curl, in one run, reported as ratios.
+
+Run with ``nox -s bench`` (or ``python benchmarks/bench.py``). Everything runs on loopback
+against tests/origin.py, a Range-capable origin that can cap each connection's speed as CDNs do.
+Prints a table and writes bench.json so runs can be compared over time. Nothing here asserts a
+wall time: the targets are printed beside the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cmcache.engine.daemon import find_aria2c
+from tests.origin import Origin
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class Home:
+    """A private CMCACHE_HOME whose catalog lists files on the origin."""
+
+    def __init__(
+        self, base: Path, origin: Origin, files: dict[str, tuple[str, int]], extra: str = ""
+    ) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="home-", dir=base))
+        self.root = self.dir / "models"
+        models = [
+            {
+                "folder": "checkpoints",
+                "filename": name,
+                "url": origin.url(f"f/{name}"),
+                "sha256": sha,
+                "size": size,
+            }
+            for name, (sha, size) in files.items()
+        ]
+        (self.dir / "list.json").write_text(json.dumps({"schema": 1, "models": models}))
+        (self.dir / "config.toml").write_text(
+            f'{extra}\n[[sources]]\nname = "bench"\nurl = "{self.dir / "list.json"}"\n'
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CMCACHE_")}
+        self.env["CMCACHE_HOME"] = str(self.dir)
+        self.run("sync")
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cmcache", "--no-progress", *args]
+
+    def run(self, *args: str) -> float:
+        started = time.perf_counter()
+        done = subprocess.run(
+            self.command(*args), env=self.env, capture_output=True, text=True, check=False
+        )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"cmcache {' '.join(args)} failed: {done.stderr[-500:]}")
+        return elapsed
+
+    def reset(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def aria2c_direct(
+    url: str, sha: str, out: Path, split: int, extra: list[str] | None = None
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            find_aria2c(),
+            f"-x{split}",
+            f"-s{split}",
+            "-k1M",
+            "--file-allocation=falloc",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--console-log-level=error",
+            "--summary-interval=0",
+            "--disk-cache=0",
+            f"--checksum=sha-256={sha}",
+            "-d",
+            str(out.parent),
+            "-o",
+            out.name,
+            *(extra or []),
+            url,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out.unlink()
+
+
+def curl_and_hash(url: str, sha: str, out: Path) -> None:
+    subprocess.run(["curl", "-sS", "-o", str(out), url], check=True)
+    assert sha256_of(out) == sha
+    out.unlink()
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+def throughput(origin: Origin, base: Path, size: int, rate: int, reps: int) -> dict[str, Any]:
+    sha = origin.add_random("f/through.bin", size)
+    origin.fault("f/through.bin", rate=rate)
+    home = Home(base, origin, {"through.bin": (sha, size)})
+    url = origin.url("f/through.bin")
+    scratch = base / "scratch" / "through.bin"
+    cm, direct = [], []
+    for _ in range(reps):
+        home.reset()
+        cm.append(home.run("pull", "--split", "16", "through.bin"))
+        direct.append(timed(lambda: aria2c_direct(url, sha, scratch, 16)))
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    curl = timed(lambda: curl_and_hash(url, sha, scratch))
+    return {
+        "file_mib": size // MiB,
+        "per_connection_mib_s": rate / MiB,
+        "cmcache_s": median(cm),
+        "aria2c_s": median(direct),
+        "curl_s": curl,
+        "vs_aria2c": median(direct) / median(cm),
+        "vs_curl": curl / median(cm),
+        "cmcache_mib_s": size / MiB / median(cm),
+    }
+
+
+def verification(origin: Origin, base: Path, size: int, rate: int) -> dict[str, Any]:
+    sha = origin.add_random("f/verify.bin", size, seed=1)
+    origin.fault("f/verify.bin", rate=rate)
+    home = Home(base, origin, {"verify.bin": (sha, size)})
+    final = home.root / "checkpoints" / "verify.bin"
+    placed: list[float] = []
+
+    def watch() -> None:
+        while not final.exists():
+            time.sleep(0.002)
+        placed.append(time.monotonic())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    home.run("pull", "--split", "16", "verify.bin")
+    watcher.join(10)
+    gets = origin.requests_for("f/verify.bin", "GET")
+    first, last = min(r.started for r in gets), max(r.ended for r in gets)
+    overhead = placed[0] - last
+    return {
+        "file_mib": size // MiB,
+        "download_s": last - first,
+        "last_byte_to_placed_s": overhead,
+        "share": overhead / (last - first),
+    }
+
+
+def noop(origin: Origin, base: Path, batch: int, reps: int) -> dict[str, Any]:
+    files = {}
+    for i in range(batch):
+        data = f"model {i}".encode()
+        files[f"n{i}.bin"] = (origin.add(f"f/n{i}.bin", data), len(data))
+    home = Home(base, origin, files)
+    folder = home.root / "checkpoints"
+    folder.mkdir(parents=True)
+    for i in range(batch):
+        (folder / f"n{i}.bin").write_bytes(f"model {i}".encode())
+    home.run("scan")
+    refs = home.dir / "refs.txt"
+    refs.write_text("\n".join(files))
+    seen = len(origin.log)
+    bare = median(
+        [
+            timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+            for _ in range(reps)
+        ]
+    )
+    one = median([home.run("pull", "n0.bin") for _ in range(reps)])
+    path = median([home.run("path", "n0.bin") for _ in range(reps)])
+    many = median([home.run("pull", "--file", str(refs)) for _ in range(3)])
+    helped = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cmcache", "--help"],
+        env=home.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    heavy = [m for m in ("aria2p", "requests", "sqlite3") if f" {m}\n" in helped]
+    return {
+        "python_pass_s": bare,
+        "pull_one_s": one,
+        "path_one_s": path,
+        f"pull_{batch}_s": many,
+        "one_vs_python": one / bare,
+        "network_requests": len(origin.log) - seen,
+        "help_imports_heavy": heavy,
+    }
+
+
+def batch(origin: Origin, base: Path, count: int, size: int, concurrency: int) -> dict[str, Any]:
+    files = {
+        f"b{i}.bin": (origin.add_random(f"f/b{i}.bin", size, seed=i), size) for i in range(count)
+    }
+    home = Home(base, origin, files, extra=f"[download]\nconcurrent = {concurrency}\n")
+    refs = home.dir / "refs.txt"
+    refs.write_text("\n".join(files))
+    cm = home.run("pull", "--file", str(refs), "--split", "4")
+    listing = base / "aria2-input.txt"
+    out = base / "aria2-batch"
+    listing.write_text(
+        "".join(
+            f"{origin.url(f'f/{name}')}\n  out={name}\n  checksum=sha-256={sha}\n"
+            for name, (sha, _) in files.items()
+        )
+    )
+    direct = timed(
+        lambda: subprocess.run(
+            [
+                find_aria2c(),
+                "-i",
+                str(listing),
+                "-j",
+                str(concurrency),
+                "-x4",
+                "-s4",
+                "-k1M",
+                "--file-allocation=falloc",
+                "--console-log-level=error",
+                "--summary-interval=0",
+                "--disk-cache=0",
+                "-d",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "files": count,
+        "file_mib": size // MiB,
+        "concurrency": concurrency,
+        "cmcache_s": cm,
+        "aria2c_s": direct,
+        "vs_aria2c": direct / cm,
+    }
+
+
+def memory(origin: Origin, base: Path, size: int) -> dict[str, Any]:
+    sha = origin.add_random("f/mem.bin", size, seed=2)
+    home = Home(base, origin, {"mem.bin": (sha, size)})
+    process = subprocess.Popen(
+        home.command("pull", "mem.bin"),
+        env=home.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    peak = 0
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            break
+        time.sleep(0.02)
+    if process.returncode != 0:
+        raise RuntimeError("memory pull failed")
+    return {"file_mib": size // MiB, "peak_rss_mb": peak / 1e6}
+
+
+def prune_and_list(base: Path, files: int, entries: int) -> dict[str, Any]:
+    from cmcache.cache.index import Index
+    from cmcache.prune import candidates, plan_prune
+
+    index_path = base / "prune-index" / "index.sqlite3"
+    index = Index(index_path)
+    now = time.time()
+    db = index._db  # bulk-load through the same schema; the bench is not a user of the API
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO files VALUES (?, ?, ?, NULL, 0, 0, '', '', ?, 0)",
+        [("checkpoints", f"m{i}.bin", 1000 + i, now - i) for i in range(files)],
+    )
+    db.executemany(
+        "INSERT INTO usage VALUES (?, ?, ?, 1)",
+        [("checkpoints", f"m{i}.bin", now - i * 60) for i in range(files)],
+    )
+    db.execute("COMMIT")
+    plan_s = timed(
+        lambda: plan_prune(candidates(index), now=now, keep_days=7, max_size=files * 500)
+    )
+    listing = base / "big-list.json"
+    listing.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "models": [
+                    {
+                        "folder": "loras",
+                        "filename": f"l{i}.safetensors",
+                        "url": f"https://h/l{i}",
+                        "size": 1000 + i,
+                        "aliases": [f"l{i}"],
+                    }
+                    for i in range(entries)
+                ],
+            }
+        )
+    )
+    home = base / "list-home"
+    home.mkdir()
+    (home / "config.toml").write_text(f'[[sources]]\nname = "big"\nurl = "{listing}"\n')
+    env = {**os.environ, "CMCACHE_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-m", "cmcache", "sync"], env=env, check=True, capture_output=True
+    )
+    list_s = median(
+        [
+            timed(
+                lambda: subprocess.run(
+                    [sys.executable, "-m", "cmcache", "--json", "list"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+            )
+            for _ in range(3)
+        ]
+    )
+    return {"prune_files": files, "prune_plan_s": plan_s, "list_entries": entries, "list_s": list_s}
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(results: dict[str, Any]) -> None:
+    t, v, n, b, m, p = (
+        results.get(k, {})
+        for k in ("throughput", "verification", "noop", "batch", "memory", "cache")
+    )
+    rows = []
+    if t:
+        rows += [
+            (
+                f"download {t['file_mib']} MiB, {t['per_connection_mib_s']:.0f} MiB/s/connection",
+                f"cmcache {t['cmcache_s']:.2f}s · aria2c {t['aria2c_s']:.2f}s · "
+                f"curl {t['curl_s']:.2f}s",
+                "",
+            ),
+            ("  cmcache vs aria2c direct", f"{t['vs_aria2c']:.2f}×", "≥ 0.95×"),
+            ("  cmcache vs curl", f"{t['vs_curl']:.1f}×", "≥ 10×"),
+        ]
+    if v:
+        rows.append(
+            (
+                f"last byte → placed, {v['file_mib']} MiB",
+                f"{v['last_byte_to_placed_s']:.2f}s = {100 * v['share']:.1f}% of "
+                f"{v['download_s']:.1f}s",
+                "≤ 10%",
+            )
+        )
+    if n:
+        batch_key = next(k for k in n if k.startswith("pull_") and k != "pull_one_s")
+        rows += [
+            (
+                "no-op pull (one model)",
+                f"{n['pull_one_s']:.3f}s = {n['one_vs_python']:.1f}× "
+                f"python -c pass ({n['python_pass_s']:.3f}s)",
+                "≤ 0.2s, ≤ 3×",
+            ),
+            ("no-op path (one model)", f"{n['path_one_s']:.3f}s", "≤ 0.2s"),
+            (f"no-op pull ({batch_key[5:-2]} models, --file)", f"{n[batch_key]:.3f}s", "≤ 1s"),
+            (
+                "  network requests / heavy imports in --help",
+                f"{n['network_requests']} / {n['help_imports_heavy'] or 'none'}",
+                "0 / none",
+            ),
+        ]
+    if b:
+        rows.append(
+            (
+                f"batch {b['files']} × {b['file_mib']} MiB, {b['concurrency']} at once",
+                f"cmcache {b['cmcache_s']:.2f}s · aria2c -i {b['aria2c_s']:.2f}s = "
+                f"{b['vs_aria2c']:.2f}×",
+                "≥ 0.8×",
+            )
+        )
+    if m:
+        rows.append(
+            (f"peak RSS, {m['file_mib']} MiB pull", f"{m['peak_rss_mb']:.0f} MB", "≤ 80 MB")
+        )
+    if p:
+        rows += [
+            (f"prune plan over {p['prune_files']:,} files", f"{p['prune_plan_s']:.3f}s", "≤ 1s"),
+            (f"list over {p['list_entries']:,} entries", f"{p['list_s']:.3f}s", "≤ 0.5s"),
+        ]
+    width = max(len(r[0]) for r in rows) + 2
+    mid = max(len(r[1]) for r in rows) + 2
+    print(f"{'measure':{width}}{'result':{mid}}target")
+    for name, value, target in rows:
+        print(f"{name:{width}}{value:{mid}}{target}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Smaller files, fewer repetitions.")
+    parser.add_argument("--out", default="bench.json")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="throughput verification noop batch memory cache"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    base = Path(tempfile.mkdtemp(prefix="cmcache-bench-"))
+    origin = Origin(base / "origin").start()
+    origin.send_buffer = 4 * MiB  # throughput, not byte-exact accounting
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "quick": quick,
+    }
+    plan: dict[str, Callable[[], dict[str, Any]]] = {
+        "throughput": lambda: throughput(
+            origin, base, (64 if quick else 256) * MiB, 8 * MiB, 1 if quick else 3
+        ),
+        "verification": lambda: verification(origin, base, (256 * MiB) if quick else GiB, 8 * MiB),
+        "noop": lambda: noop(origin, base, 1000, 5 if quick else 10),
+        "batch": lambda: batch(origin, base, 40 if quick else 200, 8 * MiB, 5),
+        "memory": lambda: memory(origin, base, (512 * MiB) if quick else 2 * GiB),
+        "cache": lambda: prune_and_list(base, 100_000, 10_000),
+    }
+    try:
+        for name, run in plan.items():
+            if args.only is None or name in args.only:
+                print(f"… {name}", file=sys.stderr, flush=True)
+                results[name] = run()
+    finally:
+        origin.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
