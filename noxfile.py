@@ -37,7 +37,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks side by side with aria2c and curl; writes bench.json (`-- --quick` for a taste)."""
+    """Benchmarks beside aria2c and curl; writes bench.json (`-- --quick` for a taste)."""
     session.install("-e", ".")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 

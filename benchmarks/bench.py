@@ -452,7 +452,7 @@ def main() -> None:
     }
     plan: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput": lambda: throughput(
-            origin, base, (64 if quick else 256) * MiB, 8 * MiB, 1 if quick else 3
+            origin, base, (64 if quick else 1024) * MiB, 8 * MiB, 1 if quick else 3
         ),
         "verification": lambda: verification(origin, base, (256 * MiB) if quick else GiB, 8 * MiB),
         "noop": lambda: noop(origin, base, 1000, 5 if quick else 10),

@@ -29,12 +29,18 @@ class Catalog:
     def __post_init__(self) -> None:
         for entry in self.entries:
             self._by_ref.setdefault(entry.ref, entry)
-            keys = {entry.ref.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)}
-            for key in keys - {""}:
-                self._by_key.setdefault(key, []).append(entry)
-            base = entry.filename.rsplit("/", 1)[-1].lower()
-            for key in {f"file:{base}", f"file:{entry.filename.lower()}"}:
-                self._by_key.setdefault(key, []).append(entry)
+
+    @property
+    def _keys(self) -> dict[str, list[Entry]]:
+        """Lower-cased refs, names, aliases and file names; built on the first lookup by name."""
+        if not self._by_key:
+            for entry in self.entries:
+                keys = {entry.ref.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)}
+                base = entry.filename.rsplit("/", 1)[-1].lower()
+                keys |= {f"file:{base}", f"file:{entry.filename.lower()}"}
+                for key in keys - {""}:
+                    self._by_key.setdefault(key, []).append(entry)
+        return self._by_key
 
     def get(self, ref: str) -> Entry | None:
         """The entry whose canonical ref is exactly ``ref``."""
@@ -51,7 +57,7 @@ class Catalog:
         if exact:
             return exact
         for key in (ref.lower(), f"file:{ref.lower()}"):
-            found = _unique(self._by_key.get(key, []))
+            found = _unique(self._keys.get(key, []))
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
@@ -61,9 +67,9 @@ class Catalog:
                     candidates=tuple(e.ref for e in found[:10]),
                 )
         close = difflib.get_close_matches(
-            ref.lower(), [k for k in self._by_key if not k.startswith("file:")], n=5, cutoff=0.6
+            ref.lower(), [k for k in self._keys if not k.startswith("file:")], n=5, cutoff=0.6
         )
-        suggestions = tuple(dict.fromkeys(self._by_key[k][0].ref for k in close))
+        suggestions = tuple(dict.fromkeys(self._keys[k][0].ref for k in close))
         raise RefError(f"no model matches {ref!r}", ref=ref, candidates=suggestions)
 
     def search(self, query: str) -> list[Entry]:

@@ -84,3 +84,14 @@ def test_bash_completion_completes_commands(cli: Cli) -> None:
         {"COMP_WORDS": "cmcache sy", "COMP_CWORD": "1", "_CMCACHE_COMPLETE": "complete_bash"}
     )
     assert cli().stdout.split() == ["sync"]
+
+
+def test_systemd_units_run_cmcache_prefetch() -> None:
+    import configparser
+
+    service = configparser.ConfigParser(strict=False)
+    service.read(EXAMPLES / "cmcache-prefetch.service")
+    assert "prefetch" in service["Service"]["ExecStart"]
+    timer = configparser.ConfigParser(strict=False)
+    timer.read(EXAMPLES / "cmcache-prefetch.timer")
+    assert timer["Timer"]["OnCalendar"]

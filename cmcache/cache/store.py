@@ -84,8 +84,9 @@ class ModelStore:
         except OSError:
             staged = set()
         out = {}
+        root = str(self.root)
         for folder, filename in locations:
-            if os.path.isfile(os.path.join(self.root, folder, filename)):  # noqa: PTH113, PTH118
+            if os.path.isfile(f"{root}/{folder}/{filename}"):  # noqa: PTH113
                 out[folder, filename] = "cached"
             elif staged and self.staging_name(folder, filename) in staged:
                 out[folder, filename] = "partial"

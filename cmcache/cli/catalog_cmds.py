@@ -63,6 +63,8 @@ def _render(entries: list[Entry], store: ModelStore, title: str) -> list[dict[st
     out = state().out
     states = _states(store, entries)
     rows = [_row(e, states[e.ref]) for e in entries]
+    if out.json_mode:
+        return rows
     out.table(
         ["ref", "state", "size", "source", "aliases"],
         [

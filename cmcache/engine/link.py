@@ -46,11 +46,23 @@ class EngineLink:
         if self.private is not None:
             info = self.private.ensure(keep=self.keep)
             return [self._connect(info.url, info.secret)]
+        # A dead daemon or a wrong secret is found before anything is queued; with several
+        # daemons the ones that answer carry on.
         secret = self.settings.download.rpc_secret
-        engines = [self._connect(url, secret) for url in self.settings.download.rpc]
-        for engine in engines:
-            engine.version()  # wrong secret or dead daemon: say so before queueing anything
-        return engines
+        problems: list[EngineError] = []
+        for url in self.settings.download.rpc:
+            engine = Aria2Engine(
+                url, secret, timeout=max(10.0, float(self.settings.download.timeout))
+            )
+            try:
+                engine.version()
+            except EngineError as exc:
+                problems.append(exc)
+                continue
+            self._engines[url] = engine
+        if not self._engines:
+            raise problems[0]
+        return list(self._engines.values())
 
     def attach(self) -> bool:
         """Connect without starting anything: False when the private daemon is not running."""
