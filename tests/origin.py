@@ -40,6 +40,7 @@ class Faults:
     rate: int | None = None  # bytes per second per connection
     require_token: str | None = None  # 401 unless "Authorization: Bearer <token>"
     headers: dict[str, str] = field(default_factory=dict)
+    head_length: bool = True  # False: HEAD answers without Content-Length (size unknown early)
 
 
 @dataclass
@@ -256,7 +257,8 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     status = HTTPStatus.PARTIAL_CONTENT
             length = end - start + 1
             self.send_response(status)
-            self.send_header("Content-Length", str(length))
+            if body or faults.head_length:
+                self.send_header("Content-Length", str(length))
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", last_modified)
             if not faults.no_range:

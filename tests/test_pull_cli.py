@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -87,6 +88,38 @@ def test_origin_without_range_starts_over_cleanly(cli: Cli, origin: Origin) -> N
     result = cli("pull", "--split", "1", "n.bin")
     assert result.code == 0, result.stderr
     assert file_sha(cli.root / "checkpoints" / "n.bin") == digests["n.bin"]
+
+
+def test_a_failing_mirror_is_dropped_and_the_download_completes(cli: Cli, origin: Origin) -> None:
+    size = 8 * MiB
+    sha = origin.add_random("files/m.bin", size)
+    origin.add_random("mirror/m.bin", size)
+    origin.fault("mirror/m.bin", fail_first=1000, fail_status=404, fail_methods=("GET",))
+    listing = cli.home / "list.json"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "models": [
+                    {
+                        "folder": "vae",
+                        "filename": "m.bin",
+                        "url": origin.url("files/m.bin"),
+                        "mirrors": [origin.url("mirror/m.bin")],
+                        "sha256": sha,
+                        "size": size,
+                    }
+                ],
+            }
+        )
+    )
+    cli.write_config(f'[[sources]]\nname = "m"\nurl = "{listing}"\n')
+    assert cli("sync").code == 0
+    result = cli("pull", "--split", "4", "m.bin")
+    assert result.code == 0, result.stderr
+    assert file_sha(cli.root / "vae" / "m.bin") == sha
+    assert origin.requests_for("mirror/m.bin", "GET")  # the mirror was tried
 
 
 def test_unknown_ref_exits_4_before_any_download(cli: Cli, origin: Origin) -> None:
@@ -341,8 +374,12 @@ def test_disk_full_during_download_exits_8_and_cleans_up(cli: Cli, origin: Origi
     try:
         publish(cli, origin, {"full.bin": 8 * MiB}, exact_size=False, sha=False)
         cli.env["CMCACHE_ROOT"] = str(mount_point)
+        result = cli("pull", "full.bin")  # the size is known first: refused before starting
+        assert result.code == 8 and "not enough space" in result.stderr
+        origin.fault("files/full.bin", head_length=False)  # now only aria2 finds out
         result = cli("pull", "full.bin")
         assert result.code == 8, result.stdout + result.stderr
+        assert "disk is full" in result.stderr
         assert not (mount_point / "checkpoints" / "full.bin").exists()
         assert list((mount_point / ".cmcache" / "staging").iterdir()) == []
     finally:
