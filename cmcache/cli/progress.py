@@ -54,7 +54,7 @@ class PullProgress:
             self._bars = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
+                DownloadColumn(binary_units=True),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
                 console=out.stderr_console,
@@ -85,6 +85,9 @@ class PullProgress:
             self._bars.remove_task(self._tasks.pop(outcome.target.entry.ref))
         if outcome.outcome == "failed":
             self.out.error(outcome.message)
+        elif self.show_outcomes and self._bars is not None and self.out.stdout_is_tty:
+            # Same terminal: print above the live bars, or they leave stale copies behind.
+            self._bars.console.print(escape(outcome_line(outcome)), highlight=False)
         elif self.show_outcomes:
             self.out.line(outcome_line(outcome))
 
