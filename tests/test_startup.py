@@ -40,7 +40,13 @@ def test_no_op_pull_and_path_skip_the_cli_framework_and_the_engine(
     publish(cli, origin, {"a.bin": 1024})
     assert cli("pull", "a.bin").code == 0
     seen = len(origin.log)
-    for args in (("pull", "a.bin"), ("--no-progress", "path", "a.bin")):
+    refs = cli.home / "refs.txt"
+    refs.write_text("# batch\na.bin\n")
+    for args in (
+        ("pull", "a.bin"),
+        ("--no-progress", "path", "a.bin"),
+        ("pull", "--file", str(refs)),
+    ):
         modules, out = _imported(cli, *args)
         assert out.strip() in ("cached checkpoints/a.bin", str(cli.root / "checkpoints/a.bin"))
         assert not modules & {"typer", "rich", "aria2p", "requests"}, args

@@ -21,13 +21,25 @@ def fast_path(args: list[str]) -> int | None:
     if len(args) < 2 or args[0] not in ("path", "pull"):
         return None
     command, rest = args[0], args[1:]
+    ref_file = None
+    if command == "pull" and "--file" in rest:  # a batch file (CI images): read it here too
+        at = rest.index("--file")
+        if at + 1 >= len(rest) or rest[at + 1] == "-":
+            return None
+        ref_file, rest = rest[at + 1], rest[:at] + rest[at + 2 :]
     flags = [a for a in rest if a.startswith("-")]
     refs = [a for a in rest if not a.startswith("-")]
     allowed = [[], ["--no-download"]] if command == "path" else [[]]
-    if flags not in allowed or not refs or (command == "path" and len(refs) != 1):
+    if flags not in allowed or (command == "path" and len(refs) != 1):
         return None
     try:
-        return _answer(command, refs)
+        if ref_file is not None:
+            from pathlib import Path
+
+            from cmcache.pull import read_ref_lines
+
+            refs += read_ref_lines(Path(ref_file).read_text().splitlines())
+        return _answer(command, refs) if refs else None
     except (CmcacheError, OSError):
         return None
 
