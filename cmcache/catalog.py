@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cmcache.errors import ManifestError, RefError
@@ -95,7 +95,8 @@ def _unique(entries: list[Entry]) -> list[Entry]:
 
 def builtin_bytes() -> bytes:
     """The list shipped inside cmcache."""
-    return resources.files("cmcache").joinpath("data/builtin.json").read_bytes()
+    # A plain path, not importlib.resources: this runs on every no-op `path` call.
+    return (Path(__file__).parent / "data" / "builtin.json").read_bytes()
 
 
 def load_catalog(settings: Settings) -> Catalog:

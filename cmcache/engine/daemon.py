@@ -102,14 +102,17 @@ class PrivateDaemon:
 
     # ------------------------------------------------------------ finding
 
-    def info(self) -> DaemonInfo | None:
-        """The recorded daemon if its process is alive and answers, else None."""
+    def _recorded(self) -> DaemonInfo | None:
+        """What ``daemon.json`` says, whether or not that process still runs."""
         try:
-            raw = json.loads(self.info_file.read_text())
-            info = DaemonInfo(**raw)
+            return DaemonInfo(**json.loads(self.info_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        if not _alive(info.pid):
+
+    def info(self) -> DaemonInfo | None:
+        """The recorded daemon if its process is alive and answers, else None."""
+        info = self._recorded()
+        if info is None or not _alive(info.pid):
             return None
         try:
             Aria2Engine(info.url, info.secret, timeout=5).version()
@@ -252,10 +255,8 @@ class PrivateDaemon:
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Shut the daemon down gracefully (session and control files saved). True if it ran."""
-        try:
-            raw = json.loads(self.info_file.read_text())
-            info = DaemonInfo(**raw)
-        except (OSError, ValueError, TypeError):
+        info = self._recorded()
+        if info is None:
             return False
         if not _alive(info.pid):
             remove_quietly(self.info_file)
