@@ -198,8 +198,8 @@ def test_two_concurrent_pulls_of_one_model_download_it_once(cli: Cli, origin: Or
     origin.fault("files/shared.bin", rate=4 * MiB)
     first = cli.popen("pull", "--split", "2", "shared.bin")
     second = cli.popen("pull", "--split", "2", "shared.bin")
-    out1, err1 = first.communicate(timeout=120)
-    out2, err2 = second.communicate(timeout=120)
+    _, err1 = first.communicate(timeout=120)
+    _, err2 = second.communicate(timeout=120)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2
     assert file_sha(cli.root / "checkpoints" / "shared.bin") == digests["shared.bin"]
     assert origin.bytes_sent("files/shared.bin") <= size * 1.05

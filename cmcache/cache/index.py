@@ -110,15 +110,27 @@ class Index:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            self._open()
         except sqlite3.DatabaseError as exc:
             raise CacheError(
                 f"index {path} is unusable: {exc}", hint="move it aside; `cmcache scan` rebuilds it"
             ) from None
         except OSError as exc:
             raise CacheError(f"cannot open index {path}: {exc.strerror or exc}") from None
+
+    def _open(self) -> None:
+        # Two processes creating a fresh index at once can meet SQLITE_BUSY where no busy
+        # handler applies (switching to WAL); a short retry settles it.
+        for attempt in range(5):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if attempt == 4 or ("locked" not in str(exc) and "busy" not in str(exc)):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def close(self) -> None:
         """Close the connection."""
