@@ -236,7 +236,6 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     "prefetch": {"models": _string_list, "popular": _positive_int, "window_days": _days},
 }
 _SOURCE_KEYS = {"name", "index", "url", "format"}
-SECRET_KEYS = {"download.rpc_secret"}
 
 
 # ---------------------------------------------------------------- loading

@@ -261,14 +261,6 @@ class Index:
             )
             db.execute("INSERT INTO use_log VALUES (?, ?, ?)", (folder, filename, at))
 
-    def last_used(self, folder: str, filename: str) -> tuple[float, int] | None:
-        """(last use time, use count) of one model."""
-        row = self._db.execute(
-            "SELECT last_used, count FROM usage WHERE folder = ? AND filename = ?",
-            (folder, filename),
-        ).fetchone()
-        return (row["last_used"], row["count"]) if row else None
-
     def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
         """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
         rows = self._db.execute(

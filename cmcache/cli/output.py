@@ -78,11 +78,6 @@ class Output:
         if not self.quiet and not self.json_mode:
             self._stderr.print(escape(text))
 
-    def detail(self, text: str) -> None:
-        """Shown only with -v."""
-        if self.verbose and not self.json_mode:
-            self._stderr.print(escape(text), style="dim")
-
     def warn(self, text: str) -> None:
         """A warning; shown unless -q (with --json it goes to stderr too)."""
         if not self.quiet:

@@ -29,11 +29,6 @@ class EngineLink:
         self._engines: dict[str, Aria2Engine] = {}
         self.restarts = 0
 
-    @property
-    def is_private(self) -> bool:
-        """Whether cmcache runs the daemon itself."""
-        return self.private is not None
-
     def _connect(self, url: str, secret: str) -> Aria2Engine:
         engine = Aria2Engine(url, secret, timeout=max(10.0, float(self.settings.download.timeout)))
         self._engines[url] = engine

@@ -47,11 +47,6 @@ class QueuePlan:
     unpause: tuple[str, ...] = ()
     order: tuple[str, ...] = ()  # waiting downloads, best first, to place at the queue's head
 
-    @property
-    def empty(self) -> bool:
-        """Nothing to do."""
-        return not (self.pause or self.unpause or self.order)
-
 
 def plan_queue(items: list[QueueItem], limit: int) -> QueuePlan:
     """Decide pauses, unpauses and the waiting order so the best ``limit`` downloads run."""
