@@ -106,7 +106,10 @@ def _act(action: str, ids: list[str] | None, everything: bool) -> None:
     st = state()
     index, link = _open(start=action == "resume")
     jobs = select_jobs(index, ids or [], everything)
-    if action == "cancel":
+    if not jobs:
+        st.out.info("no queued downloads")
+        done: list[str] = []
+    elif action == "cancel":
         done = cancel_jobs(link, index, jobs)
     elif link is None:
         raise UsageError(f"nothing to {action}: the download daemon is not running")
