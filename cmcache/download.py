@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -19,9 +18,7 @@ from cmcache.cache.index import FileRecord, Index, Job
 from cmcache.cache.locks import FileLock
 from cmcache.cache.verify import fingerprint, sha256_file
 from cmcache.engine.aria2 import RpcError, Transfer
-from cmcache.engine.scheduler import QueueItem, plan_queue
 from cmcache.errors import (
-    CacheError,
     CmcacheError,
     DownloadError,
     EngineError,
@@ -30,15 +27,15 @@ from cmcache.errors import (
     Interrupted,
 )
 from cmcache.fsutil import remove_quietly
+from cmcache.handoff import aria2_options, check_space, prepare_staging
+from cmcache.priorities import rebalance
 from cmcache.results import Outcome, Progress, PullOptions, Target
-from cmcache.sizes import format_size
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
     from cmcache.cache.store import ModelStore
-    from cmcache.engine.aria2 import Aria2Engine
     from cmcache.engine.link import EngineLink
     from cmcache.engine.resolve import Resolved, Resolver
     from cmcache.settings import Settings
@@ -61,17 +58,6 @@ class _Live:
     clean_restarts: int = 0
     last: Transfer | None = None
     verifying: Future[tuple[str, int]] | None = None
-
-
-def auto_split(size: int | None) -> int:
-    """Segments per file: more for larger files, where they pay off."""
-    if size is None:
-        return 8
-    if size < 100 * 1000 * 1000:
-        return 4
-    if size < 1000 * 1000 * 1000:
-        return 8
-    return 16
 
 
 class Downloader:
@@ -220,7 +206,7 @@ class Downloader:
         try:
             live.resolved = self.resolver.resolve(target.entry.urls[0])
             self._check_space(target, live.resolved)
-            self._prepare_staging(target)
+            prepare_staging(target)
             engine = self.link.least_busy()
             gid = engine.add(self._uris(target, live.resolved), self._options(target, live, opts))
         except CmcacheError as exc:  # the resolver has already retried what is worth it
@@ -258,56 +244,19 @@ class Downloader:
         return uris
 
     def _options(self, target: Target, live: _Live, opts: PullOptions) -> dict[str, str]:
-        d = self.settings.download
-        size = self._expected_size(live)
-        options = {
-            "dir": str(target.staging.parent),
-            "out": target.staging.name,
-            "continue": "true" if target.control.exists() else "false",
-            "allow-overwrite": "true",
-            "auto-file-renaming": "false",
-            "split": str(opts.split or d.split or auto_split(size)),
-            "max-connection-per-server": str(d.max_connection_per_server),
-            "min-split-size": "1M",
-            "max-tries": str(d.max_tries),
-            "retry-wait": str(d.retry_wait),
-            "timeout": str(d.timeout),
-            "max-download-limit": str(opts.max_speed or d.max_speed),
-        }
-        header = (
-            self.resolver.token_header(live.resolved.token_host)
-            if (live.resolved and live.resolved.token_host)
-            else None
+        token = live.resolved.token_host if live.resolved else None
+        header = self.resolver.token_header(token) if token else None
+        return aria2_options(
+            target, self.settings.download, opts, self._expected_size(live), header
         )
-        if header:
-            options["header"] = header
-        return options
-
-    def _prepare_staging(self, target: Target) -> None:
-        """Apply the resume rules before handing a file to aria2."""
-        staging, control = target.staging, target.control
-        control_size = control.stat().st_size if control.exists() else None
-        if control_size == 0 or (control_size is None and staging.exists()):
-            remove_quietly(staging, control)  # 0-byte control file, or bytes nobody vouches for
-        elif control_size is not None and not staging.exists():
-            remove_quietly(control)
 
     def _check_space(self, target: Target, resolved: Resolved) -> None:
-        size = self._expected_size_of(target, resolved)
-        if size is None:
-            return
-        have = target.staging.stat().st_size if target.staging.exists() else 0
-        need = max(0, size - have) + (self.settings.cache.min_free or 0)
-        free = shutil.disk_usage(self.store.staging_dir).free
-        if free < need:
-            keep = self.settings.cache.min_free
-            extra = f" and keep {format_size(keep)} free (cache.min_free)" if keep else ""
-            raise CacheError(
-                f"{target.entry.ref}: not enough space: it needs {format_size(size - have)}"
-                f"{extra}, {format_size(free)} is free on {self.store.root}",
-                hint="free space with `cmcache prune`, or lower cache.min_free",
-                ref=target.entry.ref,
-            )
+        check_space(
+            target,
+            self._expected_size_of(target, resolved),
+            self.store,
+            self.settings.cache.min_free,
+        )
 
     # ------------------------------------------------------------ watching
 
@@ -448,40 +397,7 @@ class Downloader:
 
     def _schedule(self, opts: PullOptions) -> None:
         """Keep the highest priorities active (preempting lower ones) on each engine."""
-        jobs_by_engine: dict[str, list[Job]] = {}
-        for job in self.index.jobs():
-            jobs_by_engine.setdefault(job.rpc, []).append(job)
-        for url, jobs in jobs_by_engine.items():
-            if len({j.priority for j in jobs}) < 2 and not any(j.preempted for j in jobs):
-                continue  # one priority and nothing preempted: aria2's FIFO is already right
-            try:
-                engine = self.link.engine(url)
-                self._apply_plan(engine, jobs, opts)
-            except (EngineError, RpcError):
-                continue
-
-    def _apply_plan(self, engine: Aria2Engine, jobs: list[Job], opts: PullOptions) -> None:
-        states = engine.tell([j.gid for j in jobs])
-        items = [
-            QueueItem(j.gid, j.priority, j.seq, t.status, j.preempted)
-            for j in jobs
-            if (t := states.get(j.gid)) and not t.done
-        ]
-        limit = opts.concurrent or int(engine.global_option("max-concurrent-downloads") or 1)
-        plan = plan_queue(items, limit)
-        ours = set(plan.order)
-        waiting_now = [t.gid for t in engine.transfers() if t.status == "waiting" and t.gid in ours]
-        wanted = [g for g in plan.order if g not in plan.unpause]
-        if waiting_now != wanted:
-            for position, gid in enumerate(wanted):
-                engine.move(gid, position)
-        for gid in plan.pause:
-            engine.pause(gid)
-            self.index.set_preempted(gid, True)
-        for gid in plan.unpause:
-            engine.unpause(gid)
-            engine.move(gid, plan.order.index(gid))
-            self.index.set_preempted(gid, False)
+        rebalance(self.index, self.link, opts.concurrent)
 
     def _report(self) -> None:
         if self.on_progress is None:

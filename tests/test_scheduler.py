@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cmcache.download import auto_split
 from cmcache.engine.scheduler import QueueItem, parse_priority, plan_queue
+from cmcache.handoff import auto_split
 
 
 def item(gid: str, priority: int, seq: int, status: str, preempted: bool = False) -> QueueItem:
