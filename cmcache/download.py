@@ -172,7 +172,7 @@ class Downloader:
             self.on_note(f"{ref}: another cmcache is downloading it; waiting")
             self._waiting[ref] = (target, lock)
             return
-        if locked is not None and self._already_placed(target):
+        if not opts.force and self._already_placed(target):  # placed by another process
             lock.release()
             self._done[ref] = Outcome(target, "cached", sha256=self._recorded_sha(target))
             if self.on_outcome:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -185,6 +185,6 @@ def pull(
         for target in missing:
             outcomes[target.entry.ref] = Outcome(target, "planned")
     elif missing:
-        for outcome in make_downloader().run(missing, opts):
+        for outcome in make_downloader().run(missing, replace(opts, force=force)):
             outcomes[outcome.target.entry.ref] = outcome
     return PullReport(tuple(outcomes[t.entry.ref] for t in targets))

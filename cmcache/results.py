@@ -34,6 +34,7 @@ class PullOptions:
     split: int | None = None
     max_speed: int = 0
     detach: bool = False
+    force: bool = False  # download even when a verified copy is in place
 
 
 @dataclass(frozen=True)

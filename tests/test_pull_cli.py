@@ -34,6 +34,16 @@ def test_pull_places_a_verified_file_and_a_second_pull_needs_no_network(
     assert aria2c_pids(str(cli.home)) == []  # no daemon left behind
 
 
+def test_force_downloads_a_present_model_again(cli: Cli, origin: Origin) -> None:
+    digests = publish(cli, origin, {"f.bin": 2 * MiB})
+    assert cli("pull", "f.bin").code == 0
+    before = origin.bytes_sent("files/f.bin")
+    result = cli("--json", "pull", "--force", "f.bin")
+    assert result.json()["data"]["results"][0]["outcome"] == "downloaded"
+    assert origin.bytes_sent("files/f.bin") >= before + 2 * MiB
+    assert file_sha(cli.root / "checkpoints" / "f.bin") == digests["f.bin"]
+
+
 def test_corrupt_bytes_exit_7_and_nothing_is_placed(cli: Cli, origin: Origin) -> None:
     publish(cli, origin, {"bad.bin": 3 * MiB})
     origin.fault("files/bad.bin", corrupt=True)

@@ -130,7 +130,9 @@ class PrivateDaemon:
             elif keep and not info.keep:
                 info = DaemonInfo(**{**asdict(info), "keep": True})
                 self._write_info(info)
-        self.join()
+            # Joined under the start lock: a process stopping the daemon holds it too, so a
+            # new user is never handed a daemon that is about to go.
+            self.join()
         return info
 
     # ------------------------------------------------------------ users
@@ -146,6 +148,10 @@ class PrivateDaemon:
 
     def stop_if_last(self, engine: Aria2Engine, *, require_idle: bool = True) -> bool:
         """Stop a non-kept daemon when no other process uses it (and, if asked, nothing runs)."""
+        with self._start_lock:
+            return self._stop_if_last(engine, require_idle)
+
+    def _stop_if_last(self, engine: Aria2Engine, require_idle: bool) -> bool:
         info = self.info()
         if info is None or info.keep:
             return False
