@@ -29,6 +29,7 @@ from cmcache.errors import (
 from cmcache.fsutil import remove_quietly
 from cmcache.handoff import aria2_options, check_space, prepare_staging
 from cmcache.priorities import rebalance
+from cmcache.pull import placed_record
 from cmcache.results import Outcome, Progress, PullOptions, Target
 
 if TYPE_CHECKING:
@@ -172,9 +173,10 @@ class Downloader:
             self.on_note(f"{ref}: another cmcache is downloading it; waiting")
             self._waiting[ref] = (target, lock)
             return
-        if not opts.force and self._already_placed(target):  # placed by another process
+        record = None if opts.force else placed_record(self.index, target)
+        if record is not None:  # placed by another process before we got the lock
             lock.release()
-            self._done[ref] = Outcome(target, "cached", sha256=self._recorded_sha(target))
+            self._done[ref] = Outcome(target, "cached", sha256=record.sha256)
             if self.on_outcome:
                 self.on_outcome(self._done[ref])
             return
@@ -354,16 +356,6 @@ class Downloader:
     @staticmethod
     def _expected_size_of(target: Target, resolved: Resolved | None) -> int | None:
         return target.entry.exact_size or (resolved.size if resolved else None)
-
-    def _already_placed(self, target: Target) -> bool:
-        record = self.index.get_file(target.entry.folder, target.entry.filename)
-        if record is None or not target.final.exists():
-            return False
-        return (record.size, record.mtime_ns, record.inode) == fingerprint(target.final)
-
-    def _recorded_sha(self, target: Target) -> str | None:
-        record = self.index.get_file(target.entry.folder, target.entry.filename)
-        return record.sha256 if record else None
 
     # ------------------------------------------------------------ bookkeeping
 

@@ -115,13 +115,13 @@ def reconcile(index: Index, store: ModelStore) -> list[FileRecord]:
     gone = []
     for record in index.removing():
         with contextlib.suppress(OSError):
-            path = store.final_path(record.folder, record.filename)
-            remove_quietly(path)
-            _remove_empty_parents(path.parent, store.root / record.folder)
+            _remove_model(store, record.folder, record.filename)
         index.forget_file(record.folder, record.filename)
         gone.append(record)
-    for record in index.files():
-        if not store.final_path(record.folder, record.filename).exists():
+    records = index.files()
+    on_disk = store.states((r.folder, r.filename) for r in records)  # one stat each
+    for record in records:
+        if on_disk[record.folder, record.filename] != "cached":
             index.forget_file(record.folder, record.filename)
             gone.append(record)
     return gone
@@ -150,13 +150,19 @@ def execute(
                     on_skip(f"{c.ref}: changed since it was downloaded; left alone and unmanaged")
                 continue
             index.mark_removing(c.folder, c.filename)
-            remove_quietly(path)
-            _remove_empty_parents(path.parent, store.root / c.folder)
+            _remove_model(store, c.folder, c.filename)
             index.forget_file(c.folder, c.filename)
             removed.append(c)
         finally:
             lock.release()
     return removed
+
+
+def _remove_model(store: ModelStore, folder: str, filename: str) -> None:
+    """Unlink a model file and the empty subfolders it leaves (never the model folder)."""
+    path = store.final_path(folder, filename)
+    remove_quietly(path)
+    _remove_empty_parents(path.parent, store.root / folder)
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:

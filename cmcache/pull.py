@@ -86,17 +86,21 @@ def _adhoc(url: str, folder: str | None) -> Entry:
     return Entry(folder=folder, filename=name, urls=(url,), source="url")
 
 
-def present_managed(index: Index, target: Target) -> bool:
-    """Whether a managed file is in place and unchanged since verified (no hashing)."""
+def _unchanged(record: FileRecord, target: Target) -> bool:
+    """Size, mtime and inode as when the file was verified: no need to hash it again."""
+    try:
+        return (record.size, record.mtime_ns, record.inode) == fingerprint(target.final)
+    except OSError:
+        return False
+
+
+def placed_record(index: Index, target: Target) -> FileRecord | None:
+    """The record of a managed file in place and unchanged since verified (no hashing)."""
     entry = target.entry
     record = index.get_file(entry.folder, entry.filename)
     if record is None or (entry.sha256 is not None and record.sha256 != entry.sha256):
-        return False
-    try:
-        fp = fingerprint(target.final)
-    except OSError:
-        return False
-    return (record.size, record.mtime_ns, record.inode) == fp
+        return None
+    return record if _unchanged(record, target) else None
 
 
 def present(index: Index, target: Target, *, force: bool) -> str | None:
@@ -112,11 +116,11 @@ def present(index: Index, target: Target, *, force: bool) -> str | None:
         return None
     entry = target.entry
     record = index.get_file(entry.folder, entry.filename)
-    fp = fingerprint(target.final)
-    if record is not None and (record.size, record.mtime_ns, record.inode) == fp:
+    if record is not None and _unchanged(record, target):
         if entry.sha256 is None or record.sha256 == entry.sha256:
             return record.sha256 or ""
         return None  # the manifest now names other bytes: fetch them
+    fp = fingerprint(target.final)
     if entry.exact_size is not None and fp[0] != entry.exact_size and record is None:
         raise IntegrityError(
             f"{entry.ref}: {target.final} exists with {fp[0]} bytes, the manifest says "

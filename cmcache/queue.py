@@ -16,7 +16,7 @@ from cmcache.results import Target
 if TYPE_CHECKING:
     from cmcache.cache.index import Index, Job
     from cmcache.cache.store import ModelStore
-    from cmcache.engine.aria2 import Aria2Engine, Transfer
+    from cmcache.engine.aria2 import Transfer
     from cmcache.engine.link import EngineLink
 
 
@@ -129,16 +129,12 @@ def select_jobs(index: Index, ids: list[str], everything: bool) -> list[Job]:
     return list({j.gid: j for j in chosen}.values())
 
 
-def _engine(link: EngineLink, job: Job) -> Aria2Engine:
-    return link.engine(job.rpc)
-
-
 def pause_jobs(link: EngineLink, jobs: list[Job]) -> list[str]:
     """Pause downloads (they keep their progress)."""
     done = []
     for job in jobs:
         with contextlib.suppress(RpcError):
-            _engine(link, job).pause(job.gid)
+            link.engine(job.rpc).pause(job.gid)
             done.append(job.ref)
     return done
 
@@ -148,7 +144,7 @@ def resume_jobs(link: EngineLink, index: Index, jobs: list[Job]) -> list[str]:
     done = []
     for job in jobs:
         with contextlib.suppress(RpcError):
-            _engine(link, job).unpause(job.gid)
+            link.engine(job.rpc).unpause(job.gid)
             index.set_preempted(job.gid, False)
             done.append(job.ref)
     return done
@@ -160,9 +156,9 @@ def cancel_jobs(link: EngineLink | None, index: Index, jobs: list[Job]) -> list[
     for job in jobs:
         if link is not None:
             with contextlib.suppress(RpcError, EngineError):
-                _engine(link, job).remove(job.gid)
+                link.engine(job.rpc).remove(job.gid)
             with contextlib.suppress(RpcError, EngineError):
-                _engine(link, job).forget_result(job.gid)
+                link.engine(job.rpc).forget_result(job.gid)
         staging = Path(job.staging)
         remove_quietly(staging, staging.with_name(staging.name + ".aria2"))
         index.forget_job(job.folder, job.filename)

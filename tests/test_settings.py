@@ -136,3 +136,13 @@ def test_tokens_go_only_to_their_exact_host(
     assert settings.token_for("huggingface.co") == "hf"
     assert settings.token_for("cdn-lfs.huggingface.co") is None
     assert settings.token_for("example.com") is None
+
+
+def test_shown_defaults_starter_file_and_built_in_defaults_agree(tmp_path: Path) -> None:
+    import cmcache
+    from cmcache.settings import DEFAULTS, Paths, read_config_file, validate
+
+    paths = Paths(tmp_path / "c.toml", tmp_path / "s", tmp_path)
+    starter = read_config_file(Path(cmcache.__file__).parent / "data" / "config.toml")
+    assert validate(DEFAULTS, "defaults", paths) == validate({}, "none", paths)
+    assert validate(starter, "starter", paths) == validate({}, "none", paths)

@@ -227,10 +227,12 @@ class Index:
         )
         return [ManagedFile(*row) for row in rows]
 
-    def managed_size(self) -> int:
-        """Bytes of all managed files."""
-        row = self._db.execute("SELECT coalesce(sum(size), 0) AS n FROM files").fetchone()
-        return int(row["n"])
+    def usage(self) -> tuple[int, int]:
+        """(number of managed files, their bytes), counted by the database."""
+        row = self._db.execute(
+            "SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files"
+        ).fetchone()
+        return int(row["n"]), int(row["b"])
 
     # ------------------------------------------------------------ pins
 

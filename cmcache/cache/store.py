@@ -93,14 +93,3 @@ class ModelStore:
             else:
                 out[folder, filename] = "missing"
         return out
-
-    def state(self, folder: str, filename: str) -> str:
-        """``cached`` when the final file exists, ``partial`` while staged, else ``missing``."""
-        try:
-            if self.final_path(folder, filename).is_file():
-                return "cached"
-        except ManifestError:
-            return "missing"
-        if self.staging_path(folder, filename).exists():
-            return "partial"
-        return "missing"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.cli.common import pull_targets
 from cmcache.cli.output import error_item
 from cmcache.errors import DownloadError, ExitCode
 
@@ -32,28 +33,22 @@ def path(
     ] = False,
 ) -> None:
     """Print a model's local path, downloading it first if missing; records a use."""
-    from cmcache.cli.common import downloader
-    from cmcache.cli.progress import PullProgress
-    from cmcache.engine.link import EngineLink
     from cmcache.engine.scheduler import PRIORITIES
-    from cmcache.pull import pull
     from cmcache.results import PullOptions
 
     st = state()
     settings = st.settings()
     store, index, _catalog, (target,) = _targets([ref])
-    link = EngineLink(settings)
-    with PullProgress(st.out, show_outcomes=False) as progress:  # stdout: the path alone
-        try:
-            report = pull(
-                [target],
-                index=index,
-                dry_run=no_download,
-                opts=PullOptions(priority=PRIORITIES["high"]),
-                make_downloader=lambda: downloader(settings, store, index, link, progress),
-            )
-        finally:
-            link.finish()
+    report = pull_targets(
+        settings,
+        store,
+        index,
+        [target],
+        st.out,
+        PullOptions(priority=PRIORITIES["high"]),
+        dry_run=no_download,
+        show_outcomes=False,  # stdout carries the path alone
+    )
     (outcome,) = report.outcomes
     if outcome.outcome == "planned":
         raise DownloadError(
@@ -114,10 +109,8 @@ def verify(
 ) -> None:
     """Re-hash managed files against their manifests."""
     from cmcache.catalog import load_catalog
-    from cmcache.cli.common import downloader, open_cache
-    from cmcache.cli.progress import PullProgress
-    from cmcache.engine.link import EngineLink
-    from cmcache.pull import pull, resolve_targets
+    from cmcache.cli.common import open_cache
+    from cmcache.pull import resolve_targets
     from cmcache.results import PullOptions
     from cmcache.upkeep import verify_files
 
@@ -135,18 +128,7 @@ def verify(
     fixed: list[str] = []
     if fix and bad:
         targets = resolve_targets(catalog, store, [c.ref for c in bad if catalog.get(c.ref)])
-        link = EngineLink(settings)
-        with PullProgress(st.out) as progress:
-            try:
-                report = pull(
-                    targets,
-                    index=index,
-                    opts=PullOptions(),
-                    force=True,
-                    make_downloader=lambda: downloader(settings, store, index, link, progress),
-                )
-            finally:
-                link.finish()
+        report = pull_targets(settings, store, index, targets, st.out, PullOptions(), force=True)
         fixed = [o.target.entry.ref for o in report.outcomes if o.outcome == "downloaded"]
     left = [c for c in bad if c.ref not in fixed]
     errors = [error_item(c.ref, ExitCode.INTEGRITY, f"{c.ref}: {c.status}") for c in left]

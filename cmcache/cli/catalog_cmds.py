@@ -123,7 +123,7 @@ def show(
     entry = _catalog().resolve(ref)
     path = store.final_path(entry.folder, entry.filename)
     data = {
-        **_row(entry, store.state(entry.folder, entry.filename)),
+        **_row(entry, _states(store, [entry])[entry.ref]),
         "name": entry.name,
         "path": str(path),
         "urls": list(entry.urls),

@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cmcache.cache.index import Index
     from cmcache.cache.store import ModelStore
+    from cmcache.cli.output import Output
     from cmcache.cli.progress import PullProgress
     from cmcache.download import Downloader
     from cmcache.engine.link import EngineLink
+    from cmcache.pull import PullReport
+    from cmcache.results import PullOptions, Target
     from cmcache.settings import Settings
 
 
@@ -47,3 +50,36 @@ def downloader(
         on_note=progress.note,
         on_outcome=progress.outcome,
     )
+
+
+def pull_targets(
+    settings: Settings,
+    store: ModelStore,
+    index: Index,
+    targets: list[Target],
+    out: Output,
+    opts: PullOptions,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    show_outcomes: bool = True,
+) -> PullReport:
+    """Pull with progress on the terminal; a private daemon left idle is stopped after."""
+    from cmcache.cli.progress import PullProgress
+    from cmcache.engine.link import EngineLink
+    from cmcache.pull import pull
+
+    link = EngineLink(settings, keep=opts.detach)
+    with PullProgress(out, show_outcomes=show_outcomes) as progress:
+        try:
+            return pull(
+                targets,
+                index=index,
+                make_downloader=lambda: downloader(settings, store, index, link, progress),
+                opts=opts,
+                force=force,
+                dry_run=dry_run,
+                on_outcome=progress.outcome,
+            )
+        finally:
+            link.finish()

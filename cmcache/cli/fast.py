@@ -48,7 +48,7 @@ def _answer(command: str, refs: list[str]) -> int | None:
     from cmcache.cache.index import Index
     from cmcache.cache.store import ModelStore
     from cmcache.catalog import load_catalog
-    from cmcache.pull import is_url, present_managed, resolve_targets
+    from cmcache.pull import is_url, placed_record, resolve_targets
     from cmcache.settings import load_settings
 
     if any(is_url(r) for r in refs):
@@ -61,7 +61,7 @@ def _answer(command: str, refs: list[str]) -> int | None:
     targets = resolve_targets(load_catalog(settings), store, refs)
     index = Index(index_path)
     try:
-        if not all(present_managed(index, t) for t in targets):
+        if not all(placed_record(index, t) for t in targets):
             return None
         for target in targets:
             index.record_use(target.entry.folder, target.entry.filename)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.cli.common import pull_targets
 from cmcache.cli.output import error_item
 from cmcache.errors import UsageError, worst_exit_code
 from cmcache.sizes import format_size, parse_size
@@ -105,9 +106,7 @@ def prefetch(
     """Make [prefetch] models and the most used ones present, within max_size."""
     from cmcache.cache.locks import FileLock
     from cmcache.catalog import load_catalog
-    from cmcache.cli.common import downloader, open_cache
-    from cmcache.cli.progress import PullProgress
-    from cmcache.engine.link import EngineLink
+    from cmcache.cli.common import open_cache
     from cmcache.engine.scheduler import PRIORITIES
     from cmcache.prefetch import Wanted, plan_prefetch, wanted_entries
     from cmcache.prune import PrunePlan, candidates, execute
@@ -147,14 +146,16 @@ def prefetch(
     if not dry_run:
         execute(PrunePlan(plan.evict, 0, 0, True, 0), index, store, st.out.warn)
         if plan.fetch:
-            link = EngineLink(settings)
-            with PullProgress(st.out) as progress:
-                try:
-                    results = downloader(settings, store, index, link, progress).run(
-                        [w.target for w in plan.fetch], PullOptions(priority=PRIORITIES["low"])
-                    )
-                finally:
-                    link.finish()
+            results = list(
+                pull_targets(
+                    settings,
+                    store,
+                    index,
+                    [w.target for w in plan.fetch],
+                    st.out,
+                    PullOptions(priority=PRIORITIES["low"]),
+                ).outcomes
+            )
     failed = [o for o in results if o.outcome == "failed"]
     fetched = [o for o in results if o.outcome in ("downloaded", "cached")]
     summary = (

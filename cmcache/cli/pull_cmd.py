@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.cli.common import pull_targets
 from cmcache.cli.output import error_item
-from cmcache.cli.progress import PullProgress
 from cmcache.errors import UsageError, worst_exit_code
 from cmcache.sizes import parse_size
 
@@ -64,10 +64,8 @@ def pull(
     """Download models, verify them and place them atomically."""
     from cmcache.cache.store import ModelStore
     from cmcache.catalog import load_catalog
-    from cmcache.cli.common import downloader, open_cache
-    from cmcache.engine.link import EngineLink
+    from cmcache.cli.common import open_cache
     from cmcache.engine.scheduler import parse_priority
-    from cmcache.pull import pull as run_pull
     from cmcache.pull import resolve_targets
     from cmcache.results import PullOptions
 
@@ -88,21 +86,12 @@ def pull(
         load_catalog(settings), ModelStore(settings.cache.root), _refs(refs, file), folder
     )
     store, index = open_cache(settings)
-    link = EngineLink(settings, keep=detach)
-    with PullProgress(out) as progress:
-        try:
-            report = run_pull(
-                targets,
-                index=index,
-                make_downloader=lambda: downloader(settings, store, index, link, progress),
-                opts=opts,
-                force=force,
-                dry_run=dry_run,
-                on_outcome=progress.outcome,
-            )
-        finally:
-            link.finish()
-            index.close()
+    try:
+        report = pull_targets(
+            settings, store, index, targets, out, opts, force=force, dry_run=dry_run
+        )
+    finally:
+        index.close()
     if dry_run:
         for outcome in report.outcomes:
             if outcome.outcome == "planned":

@@ -38,7 +38,8 @@ def status() -> None:
         _place_finished(index, link)
     entries = queue_status(index, link)
     budget = st.settings().cache.max_size
-    usage = {"managed_size": index.managed_size(), "files": len(index.files()), "max_size": budget}
+    files, size = index.usage()
+    usage = {"managed_size": size, "files": files, "max_size": budget}
     st.out.info(
         f"cache: {usage['files']} managed files, {format_size(usage['managed_size'])}"
         + (f" of {format_size(budget)} budget" if budget else " (no max_size)")

@@ -29,8 +29,11 @@ class EngineLink:
         self._engines: dict[str, Aria2Engine] = {}
         self.restarts = 0
 
+    def _engine_at(self, url: str, secret: str) -> Aria2Engine:
+        return Aria2Engine(url, secret, timeout=max(10.0, float(self.settings.download.timeout)))
+
     def _connect(self, url: str, secret: str) -> Aria2Engine:
-        engine = Aria2Engine(url, secret, timeout=max(10.0, float(self.settings.download.timeout)))
+        engine = self._engine_at(url, secret)
         self._engines[url] = engine
         return engine
 
@@ -46,9 +49,7 @@ class EngineLink:
         secret = self.settings.download.rpc_secret
         problems: list[EngineError] = []
         for url in self.settings.download.rpc:
-            engine = Aria2Engine(
-                url, secret, timeout=max(10.0, float(self.settings.download.timeout))
-            )
+            engine = self._engine_at(url, secret)
             try:
                 engine.version()
             except EngineError as exc:
