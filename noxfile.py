@@ -14,38 +14,50 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 SHELLS = ("bash", "zsh", "fish")
 
 
+def install_project(session: nox.Session, *groups: str) -> None:
+    """A plain (not editable) install of the package, as users get it, plus dependency groups.
+
+    The src/ layout keeps the checkout off ``sys.path``, so tests and subprocesses import the
+    installed copy: a file missing from the package fails them.
+    """
+    extras = [pkg for group in groups for pkg in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install("--force-reinstall", "--no-deps", ".")
+    session.install(".", *extras)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a real aria2c and a loopback origin."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    install_project(session, "test")
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff: lint and formatting rules."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    """Ruff, and the layer contracts (import-linter) over the installed package."""
+    install_project(session, "lint")
     session.run("ruff", "check", ".")
+    session.run("lint-imports")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    install_project(session, "typecheck")
     session.run("mypy")
 
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks beside aria2c and curl; writes bench.json (`-- --quick` for a taste)."""
-    session.install("-e", ".")
+    install_project(session)
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
 @nox.session(default=False)
 def completions(session: nox.Session) -> None:
     """Regenerate completions/ from the app (a test fails when they drift)."""
-    session.install("-e", ".")
+    install_project(session)
     for shell in SHELLS:
         script = session.run("cmcache", "--show-completion", shell, silent=True)
         assert isinstance(script, str)

@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cmcache.engine.daemon import find_aria2c
+from cmcache.adapters.aria2.daemon import find_aria2c
 from tests.origin import Origin
 
 MiB = 1 << 20
@@ -301,8 +301,8 @@ def memory(origin: Origin, base: Path, size: int) -> dict[str, Any]:
 
 
 def prune_and_list(base: Path, files: int, entries: int) -> dict[str, Any]:
-    from cmcache.cache.index import Index
-    from cmcache.prune import candidates, plan_prune
+    from cmcache.adapters.storage.index import Index
+    from cmcache.core.planning.prune import candidates, plan_prune
 
     index_path = base / "prune-index" / "index.sqlite3"
     index = Index(index_path)

@@ -40,7 +40,7 @@ class Faults:
     rate: int | None = None  # bytes per second per connection
     require_token: str | None = None  # 401 unless "Authorization: Bearer <token>"
     headers: dict[str, str] = field(default_factory=dict)
-    head_length: bool = True  # False: HEAD answers without Content-Length (size unknown early)
+    head_length: bool = True  # False: HEAD and a 0-0 probe do not tell the size
 
 
 @dataclass
@@ -264,7 +264,9 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if not faults.no_range:
                 self.send_header("Accept-Ranges", "bytes")
             if status == HTTPStatus.PARTIAL_CONTENT:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                # Without head_length a one-byte probe learns nothing of the total either.
+                probe = (start, end) == (0, 0) and not faults.head_length
+                self.send_header("Content-Range", f"bytes {start}-{end}/{'*' if probe else size}")
             for key, value in faults.headers.items():
                 self.send_header(key, value)
             self.end_headers()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cmcache.cache.index import Index
+from cmcache.adapters.storage.index import Index
 from tests.conftest import Cli
 from tests.origin import Origin
 from tests.pulling import FAST_RETRIES, file_sha, publish, wait_for

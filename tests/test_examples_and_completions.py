@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cmcache.manifest import parse_manifest
-from cmcache.settings import load_settings
+from cmcache.core.manifest.formats import parse_manifest
+from cmcache.core.settings.load import load_settings
 from tests.conftest import Cli
 
 ROOT = Path(__file__).parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cmcache.errors import ManifestError
-from cmcache.manifest import detect_format, manager_location, parse_manifest
+from cmcache.core.errors import ManifestError
+from cmcache.core.manifest.formats import detect_format, manager_location, parse_manifest
 
 DATA = Path(__file__).parent / "data"
 SHA = "a" * 64

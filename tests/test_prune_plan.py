@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmcache.manifest import Entry
-from cmcache.prefetch import Wanted, plan_prefetch
-from cmcache.prune import DAY, Candidate, plan_prune
-from cmcache.results import Target
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.planning.prefetch import Wanted, plan_prefetch
+from cmcache.core.planning.prune import DAY, Candidate, plan_prune
+from cmcache.core.targets import Target
 
 NOW = 1_000_000_000.0
 GB = 10**9
@@ -75,7 +75,7 @@ def test_keep_days_zero_protects_nothing_by_age() -> None:
 
 def want(name: str, size: int | None) -> Wanted:
     entry = Entry("loras", name, ("https://h/" + name,), size=size)
-    return Wanted(Target(entry, Path("/r") / name, Path("/s") / name), size, True)
+    return Wanted(Target(entry, Path("/r") / name, Path("/s") / name), size)
 
 
 def test_prefetch_evicts_lru_unprotected_files_to_make_room() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cmcache.engine.scheduler import QueueItem, parse_priority, plan_queue
-from cmcache.handoff import auto_split
+from cmcache.core.planning.queue import QueueItem, parse_priority, plan_queue
+from cmcache.core.planning.split import auto_split
 
 
 def item(gid: str, priority: int, seq: int, status: str, preempted: bool = False) -> QueueItem:
@@ -58,5 +58,7 @@ def test_waiting_queue_is_ordered_by_priority_then_arrival() -> None:
     assert plan_queue(items, limit=1).order == ("n0", "n", "l")
 
 
-def test_auto_split_scales_with_size() -> None:
-    assert [auto_split(s) for s in (None, 10**6, 5 * 10**8, 7 * 10**9)] == [8, 4, 8, 16]
+def test_auto_split_takes_one_segment_per_16_mib_up_to_16() -> None:
+    mib = 1 << 20
+    sizes = (None, 10**6, 16 * mib, 16 * mib + 1, 64 * mib, 256 * mib, 7 * 10**9)
+    assert [auto_split(s) for s in sizes] == [8, 1, 1, 2, 4, 16, 16]

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cmcache.errors import ConfigError
-from cmcache.settings import load_settings, masked, set_value
-from cmcache.sizes import format_size, parse_size
+from cmcache.core.errors import ConfigError
+from cmcache.core.settings.edit import masked, set_value
+from cmcache.core.settings.load import load_settings
+from cmcache.core.sizes import format_size, parse_size
 
 
 @pytest.mark.parametrize(
@@ -139,10 +140,12 @@ def test_tokens_go_only_to_their_exact_host(
 
 
 def test_shown_defaults_starter_file_and_built_in_defaults_agree(tmp_path: Path) -> None:
-    import cmcache
-    from cmcache.settings import DEFAULTS, Paths, read_config_file, validate
+    from cmcache.core.settings.edit import starter_config
+    from cmcache.core.settings.load import parse_toml, validate
+    from cmcache.core.settings.model import Paths
+    from cmcache.core.settings.schema import DEFAULTS
 
     paths = Paths(tmp_path / "c.toml", tmp_path / "s", tmp_path)
-    starter = read_config_file(Path(cmcache.__file__).parent / "data" / "config.toml")
+    starter = parse_toml(starter_config(), "starter")
     assert validate(DEFAULTS, "defaults", paths) == validate({}, "none", paths)
     assert validate(starter, "starter", paths) == validate({}, "none", paths)

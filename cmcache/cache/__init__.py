@@ -1,1 +1,0 @@
-"""The local cache: model tree, staging, index and locks."""

@@ -1,1 +1,0 @@
-"""The download engine: aria2 behind one adapter, and the private daemon."""

@@ -1,0 +1,380 @@
+"""The index at ``<root>/.cmcache/index.sqlite3``: managed files, uses and queued downloads.
+
+This is the only module that talks to sqlite3. WAL mode and a busy timeout let several cmcache
+processes share it; every write is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from cmcache.core.errors import CacheError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SCHEMA_VERSION = 2
+_MANAGED = (
+    "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
+    "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
+    "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
+    "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '', added REAL NOT NULL,
+    removing INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    last_used REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
+CREATE TABLE IF NOT EXISTS pins (
+    folder TEXT NOT NULL, filename TEXT NOT NULL, PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    gid TEXT NOT NULL, rpc TEXT NOT NULL, folder TEXT NOT NULL, filename TEXT NOT NULL,
+    staging TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL,
+    sha256 TEXT, size INTEGER, source TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '',
+    preempted INTEGER NOT NULL DEFAULT 0, owner_pid INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, etag TEXT NOT NULL DEFAULT '', last_modified TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (folder, filename)
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A managed file as the index knows it."""
+
+    folder: str
+    filename: str
+    size: int
+    sha256: str | None
+    mtime_ns: int
+    inode: int
+    source: str = ""
+    url: str = ""
+    added: float = 0.0
+
+
+class ManagedFile(NamedTuple):
+    """A managed file with what pruning needs to know."""
+
+    folder: str
+    filename: str
+    size: int
+    last_used: float
+    pinned: bool
+    queued: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    """A download handed to aria2 and not yet placed."""
+
+    gid: str
+    rpc: str
+    folder: str
+    filename: str
+    staging: str
+    priority: int
+    seq: int
+    sha256: str | None
+    size: int | None
+    source: str = ""
+    url: str = ""
+    preempted: bool = False
+    owner_pid: int = 0
+    created: float = 0.0
+    etag: str = ""  # the origin's validators when the download started: a resume of
+    last_modified: str = ""  # changed bytes would mix two versions
+
+    @property
+    def ref(self) -> str:
+        """``folder/filename``."""
+        return f"{self.folder}/{self.filename}"
+
+
+class Index:
+    """Open (creating or migrating) the index of one model root."""
+
+    def __init__(self, path: Path, *, use_log_days: float = 30.0, readonly: bool = False) -> None:
+        self.path = path
+        self.use_log_days = use_log_days
+        self.readonly = readonly
+        try:
+            if readonly:
+                self._db = _connect_readonly(path)
+                return
+            if not writable(path):
+                raise CacheError(
+                    f"the model root is read-only: cannot write {path}",
+                    hint="list, show, search, status and `path` of present models still work",
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():  # it names every model used: only its owner reads it
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(
+                f"index {path} is unusable: {exc}",
+                hint=f"keep a copy of it; `sqlite3 {path} .recover` salvages what it can",
+            ) from None
+        except OSError as exc:
+            raise CacheError(f"cannot open index {path}: {exc.strerror or exc}") from None
+
+    def _open(self) -> None:
+        # Two processes creating a fresh index at once can meet SQLITE_BUSY where no busy
+        # handler applies (switching to WAL); a short retry settles it.
+        for attempt in range(5):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if attempt == 4 or ("locked" not in str(exc) and "busy" not in str(exc)):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise _write_error(self.path, exc) from None
+
+    def _migrate(self) -> None:
+        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = int(row["value"]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise CacheError(
+                    f"index {self.path} has schema {version}; this cmcache knows {SCHEMA_VERSION}",
+                    hint="upgrade cmcache",
+                )
+            if version == 1:  # 2 remembers the origin's validators of each download
+                for column in ("etag", "last_modified"):
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # ------------------------------------------------------------ files
+
+    def record_file(self, record: FileRecord) -> None:
+        """Remember a placed, verified file."""
+        row = {**asdict(record), "added": record.added or time.time()}
+        with self._tx() as db:
+            db.execute(f"INSERT OR REPLACE INTO files {_columns(FileRecord)}", row)
+
+    def get_file(self, folder: str, filename: str) -> FileRecord | None:
+        """The record of one managed file."""
+        row = self._db.execute(
+            "SELECT * FROM files WHERE folder = ? AND filename = ?", (folder, filename)
+        ).fetchone()
+        return _file(row) if row else None
+
+    def files(self) -> list[FileRecord]:
+        """Every managed file."""
+        return [_file(r) for r in self._db.execute("SELECT * FROM files ORDER BY folder, filename")]
+
+    def forget_file(self, folder: str, filename: str) -> None:
+        """Drop a file's record (after it is gone)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE folder = ? AND filename = ?", (folder, filename))
+
+    def mark_removing(self, folder: str, filename: str) -> None:
+        """Say a removal is about to happen, so a crash mid-way is finished on the next run."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET removing = 1 WHERE folder = ? AND filename = ?",
+                (folder, filename),
+            )
+
+    def removing(self) -> list[FileRecord]:
+        """Files whose removal was started and not confirmed."""
+        rows = self._db.execute("SELECT * FROM files WHERE removing = 1")
+        return [_file(r) for r in rows]
+
+    def managed(self) -> list[ManagedFile]:
+        """Every managed file with what pruning weighs: last use, pin, a queued download.
+
+        Plain tuples, not rows: this runs over every file of large caches.
+        """
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        return [ManagedFile(*row) for row in cursor.execute(_MANAGED)]
+
+    def managed_file(self, folder: str, filename: str) -> ManagedFile | None:
+        """One managed file with its protection facts, as they are now."""
+        row = self._db.execute(
+            f"{_MANAGED} AND f.folder = ? AND f.filename = ?", (folder, filename)
+        ).fetchone()
+        return ManagedFile(*row) if row else None
+
+    def usage(self) -> tuple[int, int]:
+        """(number of managed files, their bytes), counted by the database."""
+        row = self._db.execute(
+            "SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files"
+        ).fetchone()
+        return int(row["n"]), int(row["b"])
+
+    # ------------------------------------------------------------ pins
+
+    def pin(self, folder: str, filename: str) -> None:
+        """Protect a model from pruning."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (folder, filename))
+
+    def unpin(self, folder: str, filename: str) -> None:
+        """Let a model be pruned again."""
+        with self._tx() as db:
+            db.execute("DELETE FROM pins WHERE folder = ? AND filename = ?", (folder, filename))
+
+    def pinned(self) -> set[tuple[str, str]]:
+        """Every pinned (folder, filename)."""
+        return {(r["folder"], r["filename"]) for r in self._db.execute("SELECT * FROM pins")}
+
+    # ------------------------------------------------------------ uses
+
+    def record_use(self, folder: str, filename: str, at: float | None = None) -> None:
+        """Count one use now (file atime is not trusted).
+
+        The totals live in ``usage``; per-use rows (for "most used lately") are kept only for
+        ``use_log_days``, so the log does not grow with every call forever.
+        """
+        at = time.time() if at is None else at
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (folder, filename) DO UPDATE "
+                "SET last_used = max(last_used, excluded.last_used), count = count + 1",
+                (folder, filename, at),
+            )
+            db.execute("INSERT INTO use_log VALUES (?, ?, ?)", (folder, filename, at))
+            db.execute("DELETE FROM use_log WHERE at < ?", (at - self.use_log_days * 86400,))
+
+    def use_log_size(self) -> int:
+        """Per-use rows kept."""
+        return int(self._db.execute("SELECT count(*) FROM use_log").fetchone()[0])
+
+    def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
+        """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
+        rows = self._db.execute(
+            "SELECT folder, filename, count(*) AS n, max(at) AS last FROM use_log WHERE at >= ? "
+            "GROUP BY folder, filename ORDER BY n DESC, last DESC LIMIT ?",
+            (since, limit),
+        )
+        return [(r["folder"], r["filename"], int(r["n"])) for r in rows]
+
+    # ------------------------------------------------------------ jobs
+
+    def add_job(self, job: Job) -> None:
+        """Remember a download handed to aria2 (replacing an older one for the same target)."""
+        row = {**asdict(job), "created": job.created or time.time()}
+        with self._tx() as db:
+            db.execute(f"INSERT OR REPLACE INTO jobs {_columns(Job)}", row)
+
+    def next_seq(self) -> int:
+        """A number that orders jobs by arrival."""
+        row = self._db.execute("SELECT coalesce(max(seq), 0) + 1 AS n FROM jobs").fetchone()
+        return int(row["n"])
+
+    def jobs(self) -> list[Job]:
+        """Every known job, highest priority first, then by arrival."""
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY priority DESC, seq")
+        return [_job(r) for r in rows]
+
+    def job_for(self, folder: str, filename: str) -> Job | None:
+        """The job of one target."""
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE folder = ? AND filename = ?", (folder, filename)
+        ).fetchone()
+        return _job(row) if row else None
+
+    def set_preempted(self, gid: str, preempted: bool) -> None:
+        """Mark a job paused by a higher-priority one (or released)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET preempted = ? WHERE gid = ?", (int(preempted), gid))
+
+    def forget_job(self, folder: str, filename: str) -> None:
+        """Drop a job (placed, failed for good, or cancelled)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE folder = ? AND filename = ?", (folder, filename))
+
+
+def _write_error(path: Path, exc: sqlite3.OperationalError) -> CacheError:
+    """Say why a write to the index failed, with the next step that fits."""
+    text = str(exc).lower()
+    if "full" in text:
+        return CacheError(f"index {path}: the disk is full", hint="free space (`cmcache prune`)")
+    if "readonly" in text or "read-only" in text:
+        return CacheError(f"index {path} is read-only", hint="check the model root's permissions")
+    if "locked" in text or "busy" in text:
+        return CacheError(f"index {path} is busy: {exc}", hint="another cmcache holds it; retry")
+    return CacheError(f"index {path}: {exc}")
+
+
+def writable(path: Path) -> bool:
+    """Whether the index (or, before it exists, its folder) can be written."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(folder if not path.parent.exists() else path.parent, os.W_OK)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open for reading only; on a read-only filesystem a WAL index needs ``immutable``."""
+    for query in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.OperationalError:
+            db.close()
+            continue
+        return db
+    raise CacheError(f"cannot read index {path}", hint="check its permissions")
+
+
+def _columns(kind: type[FileRecord] | type[Job]) -> str:
+    """``(a, b) VALUES (:a, :b)`` for a record's fields, in the table's own names."""
+    names = [f.name for f in fields(kind)]
+    return f"({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})"
+
+
+def _file(row: Any) -> FileRecord:
+    return FileRecord(**{f.name: row[f.name] for f in fields(FileRecord)})
+
+
+def _job(row: Any) -> Job:
+    job = Job(**{f.name: row[f.name] for f in fields(Job)})
+    return job if isinstance(job.preempted, bool) else replace(job, preempted=bool(job.preempted))

@@ -1,0 +1,137 @@
+"""Synced manifests on disk: ``<state>/manifests/<source>/<list>.json`` and a meta file."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from cmcache.core.files import remove_quietly, write_atomic
+from cmcache.core.manifest.entry import Entry, entry_from_dict, entry_to_dict
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+META_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ListRecord:
+    """What cmcache remembers of one synced list."""
+
+    name: str
+    md5: str
+    version: str
+    format: str
+    url: str
+    entries: int
+    etag: str = ""
+    last_modified: str = ""
+
+
+class ManifestStore:
+    """Read and replace synced lists; a list's bytes are written before its meta record."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def sources(self) -> list[str]:
+        """Names of the sources that have anything stored."""
+        if not self.base.is_dir():
+            return []
+        return sorted(p.name for p in self.base.iterdir() if p.is_dir())
+
+    def records(self, source: str) -> dict[str, ListRecord]:
+        """The lists stored for ``source``; an unreadable meta file counts as none."""
+        try:
+            doc = json.loads((self.base / source / "meta.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        doc = _migrate(doc)
+        lists: dict[str, Any] = doc.get("lists", {})
+        fields = set(ListRecord.__dataclass_fields__)
+        return {
+            name: ListRecord(**{k: v for k, v in rec.items() if k in fields})
+            for name, rec in lists.items()
+        }
+
+    def path(self, source: str, name: str) -> Path:
+        """Where a list's bytes live."""
+        return self.base / source / f"{name}.json"
+
+    def entries_path(self, source: str, name: str) -> Path:
+        """Where a list's validated entries live."""
+        return self.base / source / f"{name}.entries"
+
+    def read_entries(self, source: str, name: str, md5: str) -> list[Entry] | None:
+        """The validated entries saved with the list, if they belong to these bytes."""
+        try:
+            doc = json.loads(self.entries_path(source, name).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("md5") != md5:
+            return None
+        try:
+            return [entry_from_dict(d) for d in doc["entries"]]
+        except (KeyError, TypeError):
+            return None
+
+    def read(self, source: str, name: str) -> bytes | None:
+        """The stored bytes of a list, or None when absent."""
+        try:
+            return self.path(source, name).read_bytes()
+        except OSError:
+            return None
+
+    def local_md5(self, source: str, name: str) -> str | None:
+        """MD5 of the stored bytes, computed afresh so a damaged copy is noticed."""
+        data = self.read(source, name)
+        return None if data is None else hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+    def save(
+        self, source: str, record: ListRecord, body: bytes | None, entries: tuple[Entry, ...] = ()
+    ) -> None:
+        """Store a list: its bytes (for MD5 checks) and its validated entries (for fast loads).
+
+        ``body`` None keeps the stored bytes and updates the record only.
+        """
+        if body is not None:
+            write_atomic(self.path(source, record.name), body)
+            doc = {
+                "schema": META_SCHEMA,
+                "md5": record.md5,
+                "entries": [entry_to_dict(e) for e in entries],
+            }
+            write_atomic(
+                self.entries_path(source, record.name),
+                json.dumps(doc, separators=(",", ":")).encode(),
+            )
+        records = self.records(source)
+        records[record.name] = record
+        self._write_meta(source, records)
+
+    def drop(self, source: str, name: str) -> None:
+        """Forget one list: meta first, so a crash leaves an orphan file, not a dangling record."""
+        records = self.records(source)
+        records.pop(name, None)
+        self._write_meta(source, records)
+        remove_quietly(self.path(source, name), self.entries_path(source, name))
+
+    def drop_source(self, source: str) -> None:
+        """Forget everything of a source no longer configured."""
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.base / source)
+
+    def _write_meta(self, source: str, records: dict[str, ListRecord]) -> None:
+        doc = {"schema": META_SCHEMA, "lists": {n: asdict(r) for n, r in sorted(records.items())}}
+        write_atomic(self.base / source / "meta.json", json.dumps(doc, indent=1).encode())
+
+
+def _migrate(doc: Any) -> dict[str, Any]:
+    """Bring an older meta document up to META_SCHEMA (only schema 1 exists so far)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("lists"), dict):
+        return {"schema": META_SCHEMA, "lists": {}}
+    return doc

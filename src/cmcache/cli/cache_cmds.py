@@ -1,0 +1,164 @@
+"""``path``, ``touch``, ``pin``, ``unpin``, ``verify`` and ``scan``: the local cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cmcache.cli.app import app, state
+from cmcache.cli.common import pull_with_progress
+from cmcache.cli.output import error_item
+from cmcache.core.errors import DownloadError, ExitCode
+
+RefsArg = Annotated[list[str], typer.Argument(help="Models: ref, alias, name or filename.")]
+
+
+@app.command()
+def path(
+    ref: Annotated[str, typer.Argument(help="The model.")],
+    no_download: Annotated[
+        bool, typer.Option("--no-download", help="Fail instead of downloading.")
+    ] = False,
+) -> None:
+    """Print a model's local path, downloading it first if missing; records a use."""
+    from cmcache.core.planning.queue import PRIORITIES
+    from cmcache.core.states import PullOutcome
+    from cmcache.core.targets import PullOptions
+    from cmcache.services.cache import open_cache
+    from cmcache.services.pull import resolve_refs
+
+    st = state()
+    settings = st.settings()
+    (target,) = resolve_refs(settings, [ref])
+    with open_cache(settings) as cache:
+        report = pull_with_progress(
+            settings,
+            cache,
+            [target],
+            st.out,
+            PullOptions(priority=PRIORITIES["high"]),
+            dry_run=no_download,
+            show_outcomes=False,  # stdout carries the path alone
+        )
+    (outcome,) = report.outcomes
+    if outcome.outcome == PullOutcome.PLANNED:
+        raise DownloadError(
+            f"{target.ref} is not present (--no-download)",
+            ref=ref,
+            hint=f"cmcache pull {target.ref}",
+        )
+    if outcome.outcome == PullOutcome.FAILED:  # the progress reporter has printed why
+        st.out.finish(
+            {"path": str(target.final)},
+            exit_code=outcome.code,
+            errors=[error_item(ref, outcome.code, outcome.message)],
+        )
+        return
+    st.out.line(str(target.final))
+    st.out.finish({"ref": target.ref, "path": str(target.final), "outcome": str(outcome.outcome)})
+
+
+@app.command()
+def touch(refs: RefsArg) -> None:
+    """Record a use of models without downloading them."""
+    from cmcache.services.usage import touch_models
+
+    st = state()
+    touched = touch_models(st.settings(), refs)
+    for ref in touched:
+        st.out.line(f"touched {ref}")
+    st.out.finish({"touched": touched})
+
+
+def _pin(refs: list[str], pin_it: bool) -> None:
+    from cmcache.services.usage import pin_models
+
+    st = state()
+    done = pin_models(st.settings(), refs, pin=pin_it)
+    verb = "pinned" if pin_it else "unpinned"
+    for ref in done:
+        st.out.line(f"{verb} {ref}")
+    st.out.finish({verb: done})
+
+
+@app.command()
+def pin(refs: RefsArg) -> None:
+    """Protect models from pruning."""
+    _pin(refs, True)
+
+
+@app.command()
+def unpin(refs: RefsArg) -> None:
+    """Let models be pruned again."""
+    _pin(refs, False)
+
+
+@app.command()
+def verify(
+    refs: Annotated[list[str] | None, typer.Argument(help="Models (default: all managed).")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Download bad or missing ones again.")] = False,
+) -> None:
+    """Re-hash managed files against their manifests."""
+    from cmcache.core.states import CheckStatus, PullOutcome
+    from cmcache.core.targets import PullOptions
+    from cmcache.services.cache import open_cache
+    from cmcache.services.verify import check_models
+
+    st = state()
+    settings = st.settings()
+    with open_cache(settings) as cache:
+        checked, repairable = check_models(settings, cache, refs or [])
+        for c in checked:
+            if c.status == CheckStatus.SKIPPED:
+                st.out.warn(f"{c.ref}: resolves outside the model root (a symlink?); skipped")
+            else:
+                st.out.line(f"{c.status} {c.ref}")
+        bad = [c for c in checked if c.status in (CheckStatus.BAD, CheckStatus.MISSING)]
+        fixed: list[str] = []
+        if fix and repairable:
+            report = pull_with_progress(
+                settings, cache, repairable, st.out, PullOptions(), force=True
+            )
+            fixed = [o.target.ref for o in report.outcomes if o.outcome == PullOutcome.DOWNLOADED]
+    left = [c for c in bad if c.ref not in fixed]
+    errors = [error_item(c.ref, ExitCode.INTEGRITY, f"{c.ref}: {c.status}") for c in left]
+    summary = f"verified {len(checked)}: {len(checked) - len(bad)} ok, {len(bad)} bad or missing"
+    st.out.info(summary + (f", {len(fixed)} fixed" if fix else ""))
+    st.out.finish(
+        {
+            "checked": [
+                {"ref": c.ref, "status": str(c.status), "expected": c.expected, "actual": c.actual}
+                for c in checked
+            ],
+            "fixed": fixed,
+        },
+        errors=errors,
+        exit_code=ExitCode.INTEGRITY if left else 0,
+        partial=bool(fixed),
+    )
+
+
+@app.command()
+def scan() -> None:
+    """Adopt files already under root that match catalog entries."""
+    from cmcache.services.cache import open_cache
+    from cmcache.services.verify import scan_root
+
+    st = state()
+    settings = st.settings()
+    with open_cache(settings) as cache:
+        found = scan_root(settings, cache)
+    for item in found:
+        if item.adopted:
+            st.out.line(f"adopted {item.ref}")
+        else:
+            st.out.warn(f"{item.ref}: not adopted: {item.reason}")
+    adopted = [f.ref for f in found if f.adopted]
+    st.out.info(f"adopted {len(adopted)} files")
+    st.out.finish(
+        {
+            "adopted": adopted,
+            "skipped": [{"ref": f.ref, "reason": f.reason} for f in found if not f.adopted],
+        }
+    )

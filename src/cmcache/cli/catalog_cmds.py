@@ -1,0 +1,146 @@
+"""``list``, ``search`` and ``show``: browse the catalog and each model's local state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cmcache.cli.app import app, state
+from cmcache.core.errors import UsageError
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.sizes import format_size
+from cmcache.core.states import LocalState
+
+if TYPE_CHECKING:
+    from cmcache.core.catalog import Catalog
+
+
+def _catalog() -> Catalog:
+    from cmcache.services.catalog import load_catalog
+
+    st = state()
+    catalog = load_catalog(st.settings())
+    for warning in catalog.warnings:
+        st.out.warn(warning)
+    return catalog
+
+
+def _size_text(entry: Entry) -> str:
+    text = format_size(entry.size)
+    return text if entry.size_exact or entry.size is None else f"~{text}"
+
+
+def _row(entry: Entry, local: str) -> dict[str, Any]:
+    return {
+        "ref": entry.ref,
+        "folder": entry.folder,
+        "filename": entry.filename,
+        "state": str(local),
+        "size": entry.size,
+        "source": entry.source,
+        "aliases": list(entry.aliases),
+    }
+
+
+def _render(entries: list[Entry], title: str) -> list[dict[str, Any]]:
+    from cmcache.services.catalog import local_states
+
+    st = state()
+    out = st.out
+    states = local_states(st.settings(), entries)
+    rows = [_row(e, states[e.ref]) for e in entries]
+    if out.json_mode:
+        return rows
+    out.table(
+        ["ref", "state", "size", "source", "aliases"],
+        [
+            [r["ref"], r["state"], _size_text(e), r["source"], ",".join(r["aliases"])]
+            for r, e in zip(rows, entries, strict=True)
+        ],
+        title=title,
+    )
+    return rows
+
+
+@app.command("list")
+def list_models(
+    folder: Annotated[str | None, typer.Option("--folder", help="Only this folder.")] = None,
+    cached: Annotated[bool, typer.Option("--cached", help="Only models present locally.")] = False,
+    missing: Annotated[bool, typer.Option("--missing", help="Only models not present.")] = False,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+) -> None:
+    """List catalog models with their local state."""
+    if cached and missing:
+        raise UsageError("--cached and --missing exclude each other")
+    st = state()
+    entries = _catalog().unique_entries()
+    if folder:
+        entries = [e for e in entries if e.folder == folder]
+    if source:
+        entries = [e for e in entries if e.source == source]
+    if cached or missing:
+        want = (
+            {LocalState.CACHED, LocalState.PINNED}
+            if cached
+            else {LocalState.MISSING, LocalState.PARTIAL}
+        )
+        from cmcache.services.catalog import local_states
+
+        states = local_states(st.settings(), entries)
+        entries = [e for e in entries if states[e.ref] in want]
+    rows = _render(entries, title=f"{len(entries)} models")
+    st.out.finish({"models": rows})
+
+
+@app.command()
+def search(
+    words: Annotated[list[str], typer.Argument(help="Words to look for (all must match).")],
+) -> None:
+    """Find catalog models by name, alias, tag or description."""
+    query = " ".join(words)
+    st = state()
+    hits = _catalog().search(query)
+    rows = _render(hits, title=f"{len(hits)} matches for {query!r}")
+    if not hits:
+        st.out.info(f"no model matches {query!r}")
+    st.out.finish({"models": rows})
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="folder/filename, alias, name or filename.")],
+) -> None:
+    """Show one model and its local state."""
+    from cmcache.services.catalog import final_path, local_states
+
+    st = state()
+    entry = _catalog().resolve(ref)
+    path = final_path(st.settings(), entry)
+    data = {
+        **_row(entry, local_states(st.settings(), [entry])[entry.ref]),
+        "name": entry.name,
+        "path": str(path),
+        "urls": list(entry.urls),
+        "sha256": entry.sha256,
+        "size_exact": entry.size_exact,
+        "tags": list(entry.tags),
+        "description": entry.description,
+        "list": entry.list_name,
+    }
+    for label, value in (
+        ("ref", entry.ref),
+        ("name", entry.name),
+        ("state", data["state"]),
+        ("path", str(path)),
+        ("size", _size_text(entry)),
+        ("sha256", entry.sha256 or "(none: verified by the origin's hash or size)"),
+        ("source", f"{entry.source} / {entry.list_name}"),
+        ("aliases", ", ".join(entry.aliases)),
+        ("tags", ", ".join(entry.tags)),
+        ("url", "\n     ".join(entry.urls)),
+        ("about", entry.description),
+    ):
+        if value:
+            st.out.line(f"{label + ':':9}{value}")
+    st.out.finish(data)

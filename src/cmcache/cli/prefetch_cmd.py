@@ -1,0 +1,54 @@
+"""``prefetch``: keep wanted models present, within the budget (cron-safe)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cmcache.cli.app import app, state
+from cmcache.cli.output import error_item
+from cmcache.core.errors import worst_exit_code
+
+
+@app.command()
+def prefetch(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+) -> None:
+    """Make [prefetch] models and the most used ones present, within max_size."""
+    from cmcache.cli.progress import PullProgress
+    from cmcache.core.states import PullOutcome
+    from cmcache.services.cache import open_cache
+    from cmcache.services.prefetch import run_prefetch
+
+    st = state()
+    settings = st.settings()
+    with open_cache(settings) as cache, PullProgress(st.out) as progress:
+        report = run_prefetch(
+            settings, cache, progress.hooks(), dry_run=dry_run, on_warning=st.out.warn
+        )
+    if report.busy:
+        st.out.line("prefetch: another prefetch is running; nothing to do")
+        st.out.finish({"skipped": "another prefetch is running"})
+        return
+    plan = report.plan
+    failed = [o for o in report.outcomes if o.outcome == PullOutcome.FAILED]
+    fetched = [o for o in report.outcomes if o.outcome.ok]
+    st.out.line(
+        f"prefetch: {report.present} present, "
+        f"{'would download' if dry_run else 'downloaded'} "
+        f"{len(plan.fetch) if dry_run else len(fetched)}, evicted {len(plan.evict)}, "
+        f"skipped {len(plan.skipped)}, failed {len(failed)}"
+    )
+    st.out.finish(
+        {
+            "present": report.present,
+            "downloaded": [o.target.ref for o in fetched],
+            "planned": [w.target.ref for w in plan.fetch] if dry_run else [],
+            "evicted": [c.ref for c in plan.evict],
+            "skipped": [{"ref": w.target.ref, "reason": r} for w, r in plan.skipped],
+        },
+        errors=[error_item(o.target.ref, o.code, o.message) for o in failed],
+        exit_code=worst_exit_code([o.code for o in failed]),
+        partial=bool(fetched),
+    )

@@ -1,0 +1,1 @@
+"""Settings: the key table (schema), loading and validation (load), showing and editing (edit)."""

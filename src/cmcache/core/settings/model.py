@@ -1,0 +1,98 @@
+"""What cmcache was told, validated: frozen settings every service reads."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+APP = "cmcache"
+FORMATS = ("auto", "cmcache", "simple", "comfyui-manager")
+# Hosts whose token comes from a well-known variable even without an [auth] table.
+DEFAULT_AUTH = {"huggingface.co": "env:HF_TOKEN", "civitai.com": "env:CIVITAI_API_TOKEN"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where cmcache keeps its own files."""
+
+    config_file: Path
+    state_dir: Path
+    data_dir: Path
+
+    @property
+    def manifests_dir(self) -> Path:
+        """Synced manifests, one folder per source."""
+        return self.state_dir / "manifests"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]``."""
+
+    root: Path
+    max_size: int | None
+    keep_days: float
+    min_free: int | None
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """``[download]``; ``split`` None means auto."""
+
+    rpc: tuple[str, ...]
+    rpc_secret: str
+    aria2c: str
+    concurrent: int
+    split: int | None
+    max_connection_per_server: int
+    max_tries: int
+    retry_wait: int
+    timeout: int
+    max_speed: int
+    overall_speed: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ``[[sources]]`` table: a versions index or a single list."""
+
+    name: str
+    index: str | None = None
+    url: str | None = None
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class PrefetchSettings:
+    """``[prefetch]``."""
+
+    models: tuple[str, ...]
+    popular: int
+    window_days: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything cmcache was told, merged and validated."""
+
+    paths: Paths
+    cache: CacheSettings
+    download: DownloadSettings
+    builtin_catalog: bool
+    sources: tuple[Source, ...]
+    auth: Mapping[str, str]
+    prefetch: PrefetchSettings
+
+    def token_for(self, host: str) -> str | None:
+        """The token to send to exactly ``host``, resolving ``env:NAME`` references."""
+        spec = {**DEFAULT_AUTH, **self.auth}.get(host.lower())
+        if not spec:
+            return None
+        if spec.startswith("env:"):
+            return os.environ.get(spec[4:]) or None
+        return spec

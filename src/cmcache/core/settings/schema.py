@@ -1,0 +1,160 @@
+"""Every config key once: how it is read, its default, and the comment the starter file shows."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cmcache.core.errors import ConfigError
+from cmcache.core.sizes import parse_size
+
+Parser = Callable[[Any, str], Any]
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: expected a whole number ≥ 0, got {value!r}")
+    return value
+
+
+def _at_least_one(value: Any, where: str) -> int:
+    number = _positive_int(value, where)
+    if number < 1:
+        raise ConfigError(f"{where}: expected a whole number ≥ 1, got {value!r}")
+    return number
+
+
+def _days(value: Any, where: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{where}: expected a number of days ≥ 0, got {value!r}")
+    return float(value)
+
+
+def _size(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f'{where}: expected a size like "200G", got {value!r}')
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _optional_size(value: Any, where: str) -> int | None:
+    if value in ("", None):
+        return None
+    return _size(value, where)
+
+
+def _root(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if not text.strip():
+        raise ConfigError(f"{where}: must name a folder (leave the key out for the default)")
+    return text
+
+
+def _split(value: Any, where: str) -> int | None:
+    if value == "auto":
+        return None
+    number = _at_least_one(value, where)
+    if number > 16:
+        raise ConfigError(f"{where}: aria2 allows at most 16 segments, got {number}")
+    return number
+
+
+def _rpc(value: Any, where: str) -> tuple[str, ...]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}: expected a URL or a list of URLs, got {value!r}")
+    for url in urls:
+        if url and not re.match(r"^(https?|wss?)://", url):
+            raise ConfigError(f"{where}: {url!r} is not an http(s) or ws(s) URL")
+    return tuple(u for u in urls if u)
+
+
+def _string_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key. ``default`` None: unset unless given (the starter shows ``example``)."""
+
+    parse: Parser
+    default: Any
+    comment: str = ""
+    example: Any = None
+
+
+KEYS: dict[str, dict[str, Key]] = {
+    "cache": {
+        "root": Key(
+            _root,
+            None,
+            "ComfyUI's models/ folder (env CMCACHE_ROOT, flag --root)",
+            "/srv/ComfyUI/models",
+        ),
+        "max_size": Key(_optional_size, "", "budget for managed files (prune, prefetch)", "200G"),
+        "keep_days": Key(_days, 7, "models used within this many days are never pruned"),
+        "min_free": Key(
+            _optional_size, "", "keep at least this much free on root's filesystem", "20G"
+        ),
+    },
+    "download": {
+        "rpc": Key(_rpc, "", 'aria2 JSON-RPC URL (or a list); "" runs a private daemon'),
+        "rpc_secret": Key(_string, "", "better: env CMCACHE_ARIA2_SECRET"),
+        "aria2c": Key(_string, "", 'private daemon\'s aria2c; "" = PATH, then bundled'),
+        "concurrent": Key(_at_least_one, 3, "downloads active at once"),
+        "split": Key(_split, "auto", "segments per file (1-16), or auto: one per 16 MiB"),
+        "max_connection_per_server": Key(_at_least_one, 16),
+        "max_tries": Key(_positive_int, 5),
+        "retry_wait": Key(_positive_int, 3),
+        "timeout": Key(_at_least_one, 60, "seconds without data before a connection is retried"),
+        "max_speed": Key(_size, "0", "per download, 0 = no cap"),
+        "overall_speed": Key(_size, "0", "whole daemon, 0 = no cap"),
+    },
+    "catalog": {
+        "builtin": Key(_boolean, True, "well-known models with aliases (sdxl, flux-dev, ...)"),
+    },
+    "prefetch": {
+        "models": Key(_string_list, [], 'refs to keep present, e.g. ["sdxl"]'),
+        "popular": Key(_positive_int, 0, "also keep the N most-used models present"),
+        "window_days": Key(_days, 30, "how far back `popular` counts uses"),
+    },
+}
+# Tables of their own shape, validated in load.py.
+FREE_TABLES = ("sources", "auth")
+SOURCE_KEYS = ("name", "index", "url", "format")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    section: {name: key.default for name, key in keys.items() if key.default is not None}
+    for section, keys in KEYS.items()
+}
+
+
+def known_keys() -> str:
+    """Every settable key, for hints."""
+    return ", ".join(f"{s}.{k}" for s, keys in KEYS.items() for k in keys) + ", auth.<host>"

@@ -1,0 +1,81 @@
+"""What a pull works on (targets, options) and reports (outcomes, progress). No engine imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from cmcache.core.manifest.entry import Entry
+    from cmcache.core.states import ProgressState, PullOutcome
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to bring to its final path."""
+
+    entry: Entry
+    final: Path
+    staging: Path
+
+    @property
+    def ref(self) -> str:
+        """The model's canonical ref."""
+        return self.entry.ref
+
+    @property
+    def control(self) -> Path:
+        """aria2's control file beside the staging file."""
+        return self.staging.with_name(self.staging.name + ".aria2")
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """How to download."""
+
+    priority: int = 0
+    concurrent: int | None = None
+    split: int | None = None
+    max_speed: int = 0
+    detach: bool = False
+    force: bool = False  # download even when a verified copy is in place
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one target."""
+
+    target: Target
+    outcome: PullOutcome
+    bytes: int = 0
+    seconds: float = 0.0
+    sha256: str | None = None
+    code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A moment in one download, for progress bars."""
+
+    ref: str
+    state: ProgressState
+    done: int
+    total: int
+    speed: int
+
+
+def _ignore(_value: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PullHooks:
+    """How a pull reports as it goes; the CLI wires these to the terminal."""
+
+    on_progress: Callable[[list[Progress]], None] = _ignore
+    on_note: Callable[[str], None] = _ignore
+    on_outcome: Callable[[Outcome], None] = _ignore

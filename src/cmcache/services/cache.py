@@ -1,0 +1,69 @@
+"""The cache of one root: its model store and its index, opened the same way by every service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cmcache.adapters.storage.index import Index, writable
+from cmcache.adapters.storage.model_store import ModelStore
+from cmcache.core.errors import CacheError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from cmcache.core.settings.model import Settings
+
+
+@dataclass
+class Cache:
+    """A model root's files and its index."""
+
+    store: ModelStore
+    index: Index
+
+    def close(self) -> None:
+        """Close the index."""
+        self.index.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_cache(settings: Settings) -> Cache:
+    """The store under ``cache.root`` and its index, created when missing."""
+    store = ModelStore(settings.cache.root)
+    store.prepare()
+    return Cache(store, Index(store.index_path, use_log_days=settings.prefetch.window_days))
+
+
+def existing_index(settings: Settings, *, readonly: bool = True) -> Index | None:
+    """The index of ``cache.root`` if one exists; creates nothing. Read-only unless asked
+    (and then read-only anyway when the root cannot be written)."""
+    store = ModelStore(settings.cache.root)
+    if not store.index_path.exists():
+        return None
+    days = settings.prefetch.window_days
+    if not readonly and writable(store.index_path):
+        return Index(store.index_path, use_log_days=days)
+    return Index(store.index_path, use_log_days=days, readonly=True)
+
+
+def open_cache_for_reading(settings: Settings) -> Cache:
+    """The cache for commands that mostly read: writable when the root is, else read-only.
+
+    Raises:
+        CacheError: there is no cache yet and the root cannot be written to create one.
+    """
+    store = ModelStore(settings.cache.root)
+    if writable(store.index_path):
+        return open_cache(settings)
+    index = existing_index(settings)
+    if index is None:
+        raise CacheError(f"{store.root} is read-only and holds no cmcache index")
+    return Cache(store, index)

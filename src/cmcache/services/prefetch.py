@@ -1,0 +1,126 @@
+"""Prefetch: keep the configured and the most-used models present, within the size budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cmcache.adapters.storage.locks import FileLock
+from cmcache.core.errors import RefError
+from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
+from cmcache.core.planning.queue import PRIORITIES
+from cmcache.core.targets import Outcome, PullHooks, PullOptions
+from cmcache.services.catalog import load_catalog
+from cmcache.services.placement import placement_for
+from cmcache.services.prune import candidates, execute
+from cmcache.services.pull import pull_with_engine, resolve_targets
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cmcache.adapters.storage.index import Index
+    from cmcache.core.catalog import Catalog
+    from cmcache.core.manifest.entry import Entry
+    from cmcache.core.settings.model import PrefetchSettings, Settings
+    from cmcache.services.cache import Cache
+
+
+def wanted_entries(
+    settings: PrefetchSettings, catalog: Catalog, index: Index, now: float | None = None
+) -> tuple[list[Entry], list[str]]:
+    """The listed models, then the ``popular`` most used within the window; plus warnings."""
+    now = time.time() if now is None else now
+    entries: dict[str, Entry] = {}
+    warnings = []
+    for ref in settings.models:
+        try:
+            entry = catalog.resolve(ref)
+        except RefError as exc:
+            warnings.append(f"[prefetch].models: {exc.message}")
+            continue
+        entries.setdefault(entry.ref, entry)
+    listed = len(entries)
+    if settings.popular:
+        since = now - settings.window_days * 86400
+        for folder, filename, _uses in index.most_used(since, settings.popular + listed):
+            popular = catalog.get(f"{folder}/{filename}")
+            if popular is not None and popular.ref not in entries:
+                entries[popular.ref] = popular
+            if len(entries) >= listed + settings.popular:
+                break
+    return list(entries.values()), warnings
+
+
+@dataclass(frozen=True)
+class PrefetchReport:
+    """What prefetch found, planned and did; ``busy`` when another prefetch was running."""
+
+    busy: bool = False
+    wanted: int = 0
+    present: int = 0
+    plan: PrefetchPlan = field(default_factory=lambda: PrefetchPlan((), ()))
+    outcomes: tuple[Outcome, ...] = ()
+    dry_run: bool = False
+
+
+def run_prefetch(
+    settings: Settings,
+    cache: Cache,
+    hooks: PullHooks,
+    *,
+    dry_run: bool,
+    on_warning: Callable[[str], None],
+) -> PrefetchReport:
+    """Plan within ``max_size``, evict what the plan frees, then pull at low priority."""
+    lock = FileLock(cache.store.meta_dir / "prefetch.lock")
+    if not lock.try_acquire():
+        return PrefetchReport(busy=True)
+    try:
+        catalog = load_catalog(settings)
+        entries, warnings = wanted_entries(settings.prefetch, catalog, cache.index)
+        for warning in warnings:
+            on_warning(warning)
+        targets = resolve_targets(catalog, cache.store, [e.ref for e in entries])
+        placement = placement_for(settings, cache.index)
+        missing = [
+            Wanted(t, t.entry.size) for t in targets if placement.present(t, force=False) is None
+        ]
+        wanted_refs = {t.ref for t in targets}
+        plan = plan_prefetch(
+            missing,
+            candidates(cache.index),
+            now=time.time(),
+            keep_days=settings.cache.keep_days,
+            max_size=settings.cache.max_size,
+            never_evict=wanted_refs,
+        )
+        for want, reason in plan.skipped:
+            on_warning(f"prefetch: skipped {want.target.ref}: {reason}")
+        outcomes: tuple[Outcome, ...] = ()
+        if not dry_run:
+            execute(
+                plan.evict,
+                cache.index,
+                cache.store,
+                keep_days=settings.cache.keep_days,
+                keep=wanted_refs,
+                on_skip=on_warning,
+            )
+            if plan.fetch:
+                outcomes = pull_with_engine(
+                    settings,
+                    cache,
+                    [w.target for w in plan.fetch],
+                    PullOptions(priority=PRIORITIES["low"]),
+                    hooks,
+                ).outcomes
+        return PrefetchReport(
+            wanted=len(targets),
+            present=len(targets) - len(missing),
+            plan=plan,
+            outcomes=outcomes,
+            dry_run=dry_run,
+        )
+    finally:
+        lock.release()

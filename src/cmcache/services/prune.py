@@ -1,0 +1,173 @@
+"""Prune: plan (core.planning.prune), then remove crash-safely, each file under its lock."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cmcache.adapters.storage.hashing import fingerprint
+from cmcache.adapters.storage.locks import FileLock
+from cmcache.core.errors import ManifestError
+from cmcache.core.files import remove_quietly
+from cmcache.core.planning.prune import Candidate, PrunePlan, plan_prune, protected
+from cmcache.core.states import LocalState
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from cmcache.adapters.storage.index import FileRecord, Index
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.services.cache import Cache
+
+Note = Callable[[str], None]
+
+
+def candidates(index: Index) -> list[Candidate]:
+    """Managed files with their protection facts (in flight: a download is queued for it).
+
+    A download that holds the target's lock but is not queued yet is caught by ``execute``,
+    which takes each target's lock before removing anything.
+    """
+    return [
+        Candidate(m.folder, m.filename, m.size, m.last_used, bool(m.pinned), bool(m.queued))
+        for m in index.managed()
+    ]
+
+
+def reconcile(index: Index, store: ModelStore) -> list[FileRecord]:
+    """Finish removals a crash interrupted and forget records whose file is gone."""
+    gone = []
+    for record in index.removing():
+        with contextlib.suppress(OSError):
+            _remove_model(store, record.folder, record.filename)
+        index.forget_file(record.folder, record.filename)
+        gone.append(record)
+    records = index.files()
+    on_disk = store.states((r.folder, r.filename) for r in records)  # one stat each
+    for record in records:
+        if on_disk[record.folder, record.filename] != LocalState.CACHED:
+            index.forget_file(record.folder, record.filename)
+            gone.append(record)
+    return gone
+
+
+def execute(
+    remove: Iterable[Candidate],
+    index: Index,
+    store: ModelStore,
+    *,
+    keep_days: float,
+    keep: Collection[str] = (),
+    on_skip: Note | None = None,
+) -> list[Candidate]:
+    """Remove files: index marked first, then unlink, then the record dropped.
+
+    Each file is re-checked under its lock right before it goes: a model that was used, pinned
+    or queued since the plan was made (by ``path`` or ``pin`` in another process) stays.
+    """
+    skip = on_skip or (lambda _text: None)
+    removed = []
+    for c in remove:
+        try:
+            path = store.final_path(c.folder, c.filename)
+        except ManifestError as exc:
+            skip(f"{c.ref}: {exc.message}; left alone")
+            continue
+        lock = FileLock(store.lock_path(c.folder, c.filename))
+        if not lock.try_acquire():
+            skip(f"{c.ref}: a download of it is under way; kept")
+            continue
+        try:
+            now = index.managed_file(c.folder, c.filename)
+            if now is None:
+                continue
+            fresh = Candidate(c.folder, c.filename, now.size, now.last_used, now.pinned, now.queued)
+            if c.ref in keep or protected(fresh, time.time(), keep_days):
+                skip(f"{c.ref}: used, pinned or queued since the plan was made; kept")
+                continue
+            record = index.get_file(c.folder, c.filename)
+            if record is None:
+                continue
+            if path.exists() and fingerprint(path) != (record.size, record.mtime_ns, record.inode):
+                # Someone changed the file since cmcache placed it: it is theirs now.
+                index.forget_file(c.folder, c.filename)
+                skip(f"{c.ref}: changed since it was downloaded; left alone and unmanaged")
+                continue
+            index.mark_removing(c.folder, c.filename)
+            _remove_model(store, c.folder, c.filename)
+            index.forget_file(c.folder, c.filename)
+            removed.append(c)
+        finally:
+            lock.release()
+    return removed
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What prune removed (or would), and where that leaves the cache."""
+
+    removed: tuple[Candidate, ...]
+    plan: PrunePlan
+    forgotten: tuple[str, ...]  # records whose file was already gone
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        """Bytes removed."""
+        return sum(c.size for c in self.removed)
+
+    @property
+    def managed_size(self) -> int:
+        """Managed bytes left."""
+        return self.plan.managed_size - self.freed
+
+
+def run_prune(
+    cache: Cache,
+    *,
+    max_size: int | None,
+    min_free: int | None,
+    keep_days: float,
+    dry_run: bool,
+    on_skip: Note | None = None,
+) -> PruneReport:
+    """Finish interrupted removals, plan, then remove (or only plan, with ``dry_run``)."""
+    gone = [] if dry_run else reconcile(cache.index, cache.store)
+    plan = plan_prune(
+        candidates(cache.index),
+        now=time.time(),
+        keep_days=keep_days,
+        max_size=max_size,
+        min_free=min_free,
+        free_bytes=shutil.disk_usage(cache.store.root).free,
+    )
+    if dry_run:
+        removed = list(plan.remove)
+    else:
+        removed = execute(
+            plan.remove, cache.index, cache.store, keep_days=keep_days, on_skip=on_skip
+        )
+    return PruneReport(
+        tuple(removed), plan, tuple(f"{r.folder}/{r.filename}" for r in gone), dry_run
+    )
+
+
+def _remove_model(store: ModelStore, folder: str, filename: str) -> None:
+    """Unlink a model file and the empty subfolders it leaves (never the model folder)."""
+    path = store.final_path(folder, filename)
+    remove_quietly(path)
+    _remove_empty_parents(path.parent, store.root / folder)
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    """Remove empty subfolders a removal left behind, up to (not including) the model folder."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

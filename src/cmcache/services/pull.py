@@ -1,0 +1,202 @@
+"""The pull service: refs → targets, skip what is present and verified, download the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from cmcache.core.errors import IntegrityError, RefError, UsageError
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.refs import is_url
+from cmcache.core.states import PullOutcome
+from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
+from cmcache.core.urls import redact
+from cmcache.services.placement import Placement, placement_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cmcache.adapters.aria2.link import EngineLink
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.core.catalog import Catalog
+    from cmcache.core.settings.model import Settings
+    from cmcache.services.cache import Cache
+    from cmcache.services.download import Downloader
+
+
+def resolve_targets(
+    catalog: Catalog, store: ModelStore, refs: list[str], folder: str | None = None
+) -> list[Target]:
+    """Turn refs into targets; every unknown ref is reported at once, before any download.
+
+    Raises:
+        RefError: unknown or ambiguous refs.
+        UsageError: a URL without ``--folder``.
+    """
+    entries: list[Entry] = []
+    problems: list[RefError] = []
+    for ref in refs:
+        if is_url(ref):
+            entries.append(_adhoc(ref, folder))
+            continue
+        try:
+            entries.append(catalog.resolve(ref))
+        except RefError as exc:
+            problems.append(exc)
+    if problems:
+        if len(problems) == 1:
+            raise problems[0]
+        raise RefError(
+            "; ".join(p.message for p in problems),
+            ref=problems[0].ref,
+            candidates=tuple(c for p in problems for c in p.candidates),
+        )
+    unique = {e.ref: e for e in entries}
+    return [
+        Target(e, store.final_path(e.folder, e.filename), store.staging_path(e.folder, e.filename))
+        for e in unique.values()
+    ]
+
+
+def resolve_refs(settings: Settings, refs: list[str], folder: str | None = None) -> list[Target]:
+    """Targets for refs of this configuration's catalog and root (see ``resolve_targets``)."""
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.services.catalog import load_catalog
+
+    return resolve_targets(load_catalog(settings), ModelStore(settings.cache.root), refs, folder)
+
+
+def _adhoc(url: str, folder: str | None) -> Entry:
+    if not folder:
+        raise UsageError(f"a URL needs --folder to say where it goes: {redact(url)}")
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(problem.replace(url, redact(url)))
+    name = unquote(PurePosixPath(urlsplit(url).path).name)
+    if not name:
+        raise UsageError(f"cannot tell a file name from {redact(url)}")
+    problem = location_problem(folder, name)
+    if problem:
+        raise UsageError(f"cannot store {redact(url)}: {problem}")
+    return Entry(folder=folder, filename=name, urls=(url,), source="url")
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """Every target's outcome."""
+
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def failed(self) -> tuple[Outcome, ...]:
+        """Targets that did not end present and verified."""
+        return tuple(o for o in self.outcomes if o.outcome == PullOutcome.FAILED)
+
+
+def pull(
+    targets: list[Target],
+    *,
+    placement: Placement,
+    make_downloader: Callable[[], Downloader],
+    opts: PullOptions,
+    force: bool = False,
+    dry_run: bool = False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> PullReport:
+    """Skip present targets (no network, no daemon); download the rest."""
+    outcomes: dict[str, Outcome] = {}
+    missing: list[Target] = []
+    for target in targets:
+        try:
+            sha = placement.present(target, force=force)
+        except IntegrityError as exc:
+            outcomes[target.ref] = Outcome(
+                target, PullOutcome.FAILED, code=int(exc.exit_code), message=exc.message
+            )
+            if on_outcome:
+                on_outcome(outcomes[target.ref])
+            continue
+        if sha is not None:
+            placement.index.record_use(target.entry.folder, target.entry.filename)
+            outcomes[target.ref] = Outcome(target, PullOutcome.CACHED, sha256=sha)
+            if on_outcome:
+                on_outcome(outcomes[target.ref])
+        else:
+            missing.append(target)
+    if dry_run:
+        for target in missing:
+            outcomes[target.ref] = Outcome(target, PullOutcome.PLANNED)
+    elif missing:
+        for outcome in make_downloader().run(missing, replace(opts, force=force)):
+            outcomes[outcome.target.ref] = outcome
+    return PullReport(tuple(outcomes[t.ref] for t in targets))
+
+
+def pull_with_engine(
+    settings: Settings,
+    cache: Cache,
+    targets: list[Target],
+    opts: PullOptions,
+    hooks: PullHooks,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> PullReport:
+    """Pull through aria2; a private daemon left idle is stopped afterwards."""
+    from cmcache.adapters.aria2.link import EngineLink
+
+    link = EngineLink(settings, keep=opts.detach)
+    try:
+        return pull(
+            targets,
+            placement=placement_for(settings, cache.index),
+            make_downloader=lambda: make_downloader(settings, cache, link, hooks),
+            opts=opts,
+            force=force,
+            dry_run=dry_run,
+            on_outcome=hooks.on_outcome,
+        )
+    finally:
+        link.finish()
+
+
+def make_downloader(
+    settings: Settings, cache: Cache, link: EngineLink, hooks: PullHooks
+) -> Downloader:
+    """A downloader for this root whose reports go to ``hooks``."""
+    from cmcache.adapters.http.resolve import Resolver
+    from cmcache.services.download import Downloader
+
+    resolver = Resolver(settings.token_for, on_retry=hooks.on_note)
+    return Downloader(settings, cache.store, Placement(cache.index), link, resolver, hooks)
+
+
+def cached_paths(settings: Settings, refs: list[str]) -> list[Target] | None:
+    """Targets of ``refs`` when every one is placed and unchanged (uses recorded), else None.
+
+    The no-op answer of ``path`` and ``pull``: no network, no engine, no hashing.
+    """
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.services.cache import existing_index
+    from cmcache.services.catalog import load_catalog
+
+    if any(is_url(r) for r in refs):
+        return None
+    store = ModelStore(settings.cache.root)
+    targets = resolve_targets(load_catalog(settings), store, refs)
+    index = existing_index(settings, readonly=False)
+    if index is None:
+        return None
+    try:
+        placement = Placement(index)
+        if not all(placement.placed_record(t) for t in targets):
+            return None
+        if not index.readonly:  # a read-only root can still answer; it cannot remember
+            for target in targets:
+                index.record_use(target.entry.folder, target.entry.filename)
+    finally:
+        index.close()
+    return targets

@@ -1,0 +1,229 @@
+"""The download queue as users see it: status, pause, resume, cancel (by id or ref)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cmcache.core.errors import EngineError, RefError, RpcError, UsageError
+from cmcache.core.files import remove_quietly
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.states import QueueState, TransferStatus
+from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
+
+if TYPE_CHECKING:
+    from cmcache.adapters.aria2.client import Transfer
+    from cmcache.adapters.aria2.link import EngineLink
+    from cmcache.adapters.storage.index import Index, Job
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.core.settings.model import Settings
+    from cmcache.services.cache import Cache
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One download: its id (aria2 GID), ref, state and progress."""
+
+    id: str
+    ref: str
+    state: QueueState
+    priority: int
+    done: int
+    total: int
+    speed: int
+    message: str = ""
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current speed."""
+        if self.speed <= 0 or self.total <= 0:
+            return None
+        return max(0, self.total - self.done) / self.speed
+
+
+def _state(job: Job, transfer: Transfer | None, reachable: bool) -> QueueEntry:
+    if transfer is None:
+        state = QueueState.LOST if reachable else QueueState.STOPPED
+        return QueueEntry(
+            job.gid,
+            job.ref,
+            state,
+            job.priority,
+            0,
+            job.size or 0,
+            0,
+            "" if reachable else "daemon not running; the next pull resumes it",
+        )
+    return QueueEntry(
+        job.gid,
+        job.ref,
+        QueueState(transfer.status.value),
+        job.priority,
+        transfer.completed,
+        transfer.total,
+        transfer.speed,
+        transfer.error_message,
+    )
+
+
+def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
+    """Every job the index knows, with live state when its daemon answers."""
+    entries = []
+    for job in index.jobs():
+        transfer = None
+        reachable = link is not None
+        if link is not None:
+            try:
+                transfer = link.engine(job.rpc).tell([job.gid]).get(job.gid)
+            except (EngineError, RpcError):
+                reachable = False
+        entries.append(_state(job, transfer, reachable))
+    return entries
+
+
+def finished_targets(index: Index, link: EngineLink, store: ModelStore) -> list[Target]:
+    """Targets whose download finished in the daemon but was not placed (e.g. ``--detach``)."""
+    targets = []
+    for job in index.jobs():
+        try:
+            transfer = link.engine(job.rpc).tell([job.gid]).get(job.gid)
+        except (EngineError, RpcError):
+            continue
+        if transfer is not None and transfer.status == TransferStatus.COMPLETE:
+            entry = Entry(
+                job.folder,
+                job.filename,
+                (job.url,),
+                sha256=job.sha256,
+                size=job.size,
+                source=job.source,
+            )
+            final = store.final_path(job.folder, job.filename)
+            targets.append(Target(entry, final, Path(job.staging)))
+    return targets
+
+
+def select_jobs(index: Index, ids: list[str], everything: bool) -> list[Job]:
+    """Jobs named by GID or ref (``--all``: every job).
+
+    Raises:
+        RefError: an id names no queued download.
+    """
+    jobs = index.jobs()
+    if everything:
+        return jobs
+    chosen = []
+    for ident in ids:
+        match = [
+            j
+            for j in jobs
+            if ident in (j.gid, j.ref, j.filename) or j.filename.rsplit("/", 1)[-1] == ident
+        ]
+        if not match:
+            raise RefError(
+                f"no queued download matches {ident!r}",
+                ref=ident,
+                candidates=tuple(f"{j.gid} {j.ref}" for j in jobs[:10]),
+            )
+        chosen.extend(match)
+    return list({j.gid: j for j in chosen}.values())
+
+
+def pause_jobs(link: EngineLink, jobs: list[Job]) -> list[str]:
+    """Pause downloads (they keep their progress)."""
+    done = []
+    for job in jobs:
+        with contextlib.suppress(RpcError):
+            link.engine(job.rpc).pause(job.gid)
+            done.append(job.ref)
+    return done
+
+
+def resume_jobs(link: EngineLink, index: Index, jobs: list[Job]) -> list[str]:
+    """Unpause downloads."""
+    done = []
+    for job in jobs:
+        with contextlib.suppress(RpcError):
+            link.engine(job.rpc).unpause(job.gid)
+            index.set_preempted(job.gid, False)
+            done.append(job.ref)
+    return done
+
+
+def cancel_jobs(link: EngineLink | None, index: Index, jobs: list[Job]) -> list[str]:
+    """Stop downloads and delete their partial and control files."""
+    done = []
+    for job in jobs:
+        if link is not None:
+            with contextlib.suppress(RpcError, EngineError):
+                link.engine(job.rpc).remove(job.gid)
+            with contextlib.suppress(RpcError, EngineError):
+                link.engine(job.rpc).forget_result(job.gid)
+        staging = Path(job.staging)
+        remove_quietly(staging, staging.with_name(staging.name + ".aria2"))
+        index.forget_job(job.folder, job.filename)
+        done.append(job.ref)
+    return done
+
+
+@dataclass(frozen=True)
+class QueueReport:
+    """The queue, the cache's usage, and downloads placed while looking."""
+
+    entries: tuple[QueueEntry, ...]
+    daemon_running: bool
+    files: int
+    managed_size: int
+    placed: tuple[Outcome, ...]
+
+
+def queue_report(settings: Settings, cache: Cache, hooks: PullHooks) -> QueueReport:
+    """Every job with its live state; finished downloads nobody watched (``--detach``) are
+    verified and placed first."""
+    from cmcache.adapters.aria2.link import EngineLink
+    from cmcache.services.pull import make_downloader
+
+    link: EngineLink | None = EngineLink(settings)
+    assert link is not None
+    if not link.attach():
+        link = None
+    placed: tuple[Outcome, ...] = ()
+    if link is not None and not cache.index.readonly:
+        targets = finished_targets(cache.index, link, cache.store)
+        if targets:
+            downloader = make_downloader(settings, cache, link, hooks)
+            placed = tuple(downloader.run(targets, PullOptions()))
+    entries = queue_status(cache.index, link)
+    files, size = cache.index.usage()
+    return QueueReport(tuple(entries), link is not None, files, size, placed)
+
+
+def act_on_jobs(
+    settings: Settings, cache: Cache, action: str, ids: list[str], everything: bool
+) -> list[str]:
+    """Pause, resume or cancel the named jobs (or all); returns the refs acted on.
+
+    Raises:
+        UsageError: nothing named, or the daemon is not running (pause, resume).
+        RefError: an id names no queued download.
+    """
+    from cmcache.adapters.aria2.link import EngineLink
+
+    if not ids and not everything:
+        raise UsageError(
+            f"name downloads to {action} (ids or refs from `cmcache status`), or --all"
+        )
+    link = EngineLink(settings)
+    attached = link.attach() if action != "resume" else bool(link.engines())
+    jobs = select_jobs(cache.index, ids, everything)
+    if not jobs:
+        return []
+    if action == "cancel":
+        return cancel_jobs(link if attached else None, cache.index, jobs)
+    if not attached:
+        raise UsageError(f"nothing to {action}: the download daemon is not running")
+    if action == "pause":
+        return pause_jobs(link, jobs)
+    return resume_jobs(link, cache.index, jobs)
