@@ -36,7 +36,8 @@ class Faults:
     drop_times: int = 0  # ... for this many responses
     corrupt: bool = False  # flip one byte in the middle of what is served
     no_range: bool = False  # ignore Range, always 200 with the whole body
-    redirect: str | None = None  # answer 302 to this URL
+    redirect: str | None = None  # answer 302 to this URL ...
+    redirect_methods: tuple[str, ...] = ("GET", "HEAD")  # ... for these methods
     rate: int | None = None  # bytes per second per connection
     require_token: str | None = None  # 401 unless "Authorization: Bearer <token>"
     headers: dict[str, str] = field(default_factory=dict)
@@ -222,7 +223,7 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if failing:
                 self._simple(faults.fail_status, started)
                 return
-            if faults.redirect:
+            if faults.redirect and self.command in faults.redirect_methods:
                 self._simple(302, started, {"Location": faults.redirect})
                 return
             token = faults.require_token

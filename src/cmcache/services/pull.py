@@ -113,8 +113,9 @@ def pull(
         try:
             sha = placement.present(target, force=force)
         except IntegrityError as exc:
+            message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             outcomes[target.ref] = Outcome(
-                target, PullOutcome.FAILED, code=int(exc.exit_code), message=exc.message
+                target, PullOutcome.FAILED, code=int(exc.exit_code), message=message
             )
             if on_outcome:
                 on_outcome(outcomes[target.ref])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cmcache.core.targets import Target
 
 CACHE_DIR = ".cmcache"
+STAGING_TAIL = 96  # bytes of the model's file name kept in its staging name
 TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file marks the cmcache bookkeeping folder; backup tools may skip it.\n"
@@ -67,9 +68,13 @@ class ModelStore:
         return path
 
     def staging_name(self, folder: str, filename: str) -> str:
-        """A stable staging file name per target, so an interrupted download resumes."""
+        """A stable staging file name per target, so an interrupted download resumes.
+
+        A hash names the target; a short readable tail follows, cut so that the name and its
+        ``.aria2`` and ``.lock`` companions stay far below the 255-byte limit of a file name.
+        """
         digest = hashlib.sha256(f"{folder}/{filename}".encode()).hexdigest()[:16]
-        base = filename.rsplit("/", 1)[-1]
+        base = filename.rsplit("/", 1)[-1].encode()[:STAGING_TAIL].decode(errors="ignore")
         return f"{digest}-{base}.incomplete"
 
     def staging_path(self, folder: str, filename: str) -> Path:
