@@ -158,6 +158,32 @@ def throughput(origin: Origin, base: Path, size: int, rate: int, reps: int) -> d
     }
 
 
+def defaults(origin: Origin, base: Path, sizes: list[int], rate: int, reps: int) -> dict[str, Any]:
+    """A pull with default settings (auto split) beside `aria2c -x16 -s16 -k1M --checksum`."""
+    out: dict[str, Any] = {"per_connection_mib_s": rate / MiB, "sizes": []}
+    for size in sizes:
+        name = f"default-{size // MiB}.bin"
+        sha = origin.add_random(f"f/{name}", size, seed=size)
+        origin.fault(f"f/{name}", rate=rate)
+        home = Home(base, origin, {name: (sha, size)})
+        scratch = base / "scratch" / name
+        cm, direct = [], []
+        for _ in range(reps):
+            home.reset()
+            cm.append(home.run("pull", name))
+            url = origin.url(f"f/{name}")
+            direct.append(timed(lambda u=url, s=sha, o=scratch: aria2c_direct(u, s, o, 16)))
+        out["sizes"].append(
+            {
+                "file_mib": size // MiB,
+                "cmcache_s": median(cm),
+                "aria2c_s": median(direct),
+                "vs_aria2c": median(direct) / median(cm),
+            }
+        )
+    return out
+
+
 def verification(origin: Origin, base: Path, size: int, rate: int) -> dict[str, Any]:
     sha = origin.add_random("f/verify.bin", size, seed=1)
     origin.fault("f/verify.bin", rate=rate)
@@ -382,6 +408,15 @@ def report(results: dict[str, Any]) -> None:
             ("  cmcache vs aria2c direct", f"{t['vs_aria2c']:.2f}×", "≥ 0.95×"),
             ("  cmcache vs curl", f"{t['vs_curl']:.1f}×", "≥ 10×"),
         ]
+    for d in results.get("defaults", {}).get("sizes", []):
+        target = "≥ 0.9×" if d["file_mib"] < 1024 else "≥ 1.2×"
+        rows.append(
+            (
+                f"default pull, {d['file_mib']} MiB: cmcache vs aria2c -s16",
+                f"{d['cmcache_s']:.2f}s vs {d['aria2c_s']:.2f}s = {d['vs_aria2c']:.2f}×",
+                target,
+            )
+        )
     if v:
         rows.append(
             (
@@ -438,7 +473,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Smaller files, fewer repetitions.")
     parser.add_argument("--out", default="bench.json")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="throughput verification noop batch memory cache"
+        "--only",
+        nargs="*",
+        default=None,
+        help="throughput defaults verification noop batch memory cache",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -453,6 +491,13 @@ def main() -> None:
     plan: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput": lambda: throughput(
             origin, base, (64 if quick else 1024) * MiB, 8 * MiB, 1 if quick else 3
+        ),
+        "defaults": lambda: defaults(
+            origin,
+            base,
+            [64 * MiB, 256 * MiB] if quick else [256 * MiB, GiB],
+            8 * MiB,
+            1 if quick else 3,
         ),
         "verification": lambda: verification(origin, base, (256 * MiB) if quick else GiB, 8 * MiB),
         "noop": lambda: noop(origin, base, 1000, 5 if quick else 10),

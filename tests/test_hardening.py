@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.pulling import FAST_RETRIES, file_sha, publish, wait_for
 MiB = 1 << 20
 
 
-def write_list(cli: Cli, models: list[dict[str, object]], extra_config: str = "") -> None:
+def write_list(cli: Cli, models: list[dict[str, Any]], extra_config: str = "") -> None:
     listing = cli.home / "list.json"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text(json.dumps({"schema": 1, "version": "1", "models": models}))

@@ -123,7 +123,10 @@ def verify(
             fixed = [o.target.ref for o in report.outcomes if o.outcome == PullOutcome.DOWNLOADED]
     left = [c for c in bad if c.ref not in fixed]
     errors = [error_item(c.ref, ExitCode.INTEGRITY, f"{c.ref}: {c.status}") for c in left]
-    summary = f"verified {len(checked)}: {len(checked) - len(bad)} ok, {len(bad)} bad or missing"
+    ok = sum(1 for c in checked if c.status == CheckStatus.OK)
+    summary = f"verified {len(checked)}: {ok} ok, {len(bad)} bad or missing"
+    skipped = len(checked) - ok - len(bad)
+    summary += f", {skipped} skipped" if skipped else ""
     st.out.info(summary + (f", {len(fixed)} fixed" if fix else ""))
     st.out.finish(
         {

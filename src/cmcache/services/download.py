@@ -18,6 +18,7 @@ from cmcache.adapters.aria2.options import aria2_options, prepare_staging
 from cmcache.adapters.storage.index import Job
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import (
+    CacheError,
     CmcacheError,
     DownloadError,
     EngineError,
@@ -246,15 +247,19 @@ class Downloader:
             prepare_staging(target)
             engine = self.link.least_busy()
             gid = engine.add(self._uris(target, live.resolved), self._options(target, live, opts))
+            live.gid, live.engine_url, live.last = gid, engine.url, None
+            live.mark = (time.monotonic(), live.mark[1])
+            self._record_job(live, opts)
         except CmcacheError as exc:  # the resolver has already retried what is worth it
             self._fail(live, exc.exit_code, exc.message)
-            return
-        live.gid, live.engine_url, live.last = gid, engine.url, None
-        live.mark = (time.monotonic(), live.mark[1])
+
+    def _record_job(self, live: _Live, opts: PullOptions) -> None:
+        target = live.target
+        assert live.resolved is not None
         self.index.add_job(
             Job(
-                gid,
-                engine.url,
+                live.gid,
+                live.engine_url,
                 target.entry.folder,
                 target.entry.filename,
                 str(target.staging),
@@ -280,7 +285,8 @@ class Downloader:
         want, announced = live.target.entry.exact_size, live.resolved and live.resolved.size
         if want is not None and announced and announced != want:
             raise IntegrityError(
-                f"{live.target.ref}: the origin serves {announced} bytes, the manifest says {want}",
+                f"{live.target.ref}: size mismatch: the origin serves {announced} bytes, "
+                f"the manifest says {want}",
                 ref=live.target.ref,
             )
 
@@ -438,7 +444,8 @@ class Downloader:
             with contextlib.suppress(EngineError, RpcError):
                 self.link.engine(live.engine_url).forget_result(live.gid)
         remove_quietly(live.target.staging, live.target.control)
-        self.index.forget_job(entry.folder, entry.filename)
+        with contextlib.suppress(CacheError):  # a full disk: `status` drops the job later
+            self.index.forget_job(entry.folder, entry.filename)
         self._finish(
             live,
             Outcome(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cmcache.core.errors import EngineError, RefError, RpcError, UsageError
 from cmcache.core.files import remove_quietly
 from cmcache.core.manifest.entry import Entry
+from cmcache.core.processes import process_alive
 from cmcache.core.states import QueueState, TransferStatus
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
 
@@ -69,7 +70,11 @@ def _state(job: Job, transfer: Transfer | None, reachable: bool) -> QueueEntry:
 
 
 def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
-    """Every job the index knows, with live state when its daemon answers."""
+    """Every job the index knows, with live state when its daemon answers.
+
+    A job its daemon no longer knows, whose pull has died (a crash, a full disk), is dropped:
+    nothing will finish it, and the next pull of that model starts or resumes afresh.
+    """
     entries = []
     for job in index.jobs():
         transfer = None
@@ -79,7 +84,12 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
                 transfer = link.engine(job.rpc).tell([job.gid]).get(job.gid)
             except (EngineError, RpcError):
                 reachable = False
-        entries.append(_state(job, transfer, reachable))
+        entry = _state(job, transfer, reachable)
+        if entry.state == QueueState.LOST and not process_alive(job.owner_pid):
+            if not index.readonly:
+                index.forget_job(job.folder, job.filename)
+            continue
+        entries.append(entry)
     return entries
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.aria2.client import Aria2Engine
 from cmcache.core.errors import EngineError, RpcError
 from cmcache.core.files import remove_quietly, write_atomic
+from cmcache.core.processes import process_alive
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -122,7 +123,7 @@ class PrivateDaemon:
     def info(self) -> DaemonInfo | None:
         """The recorded daemon if its process is alive and answers, else None."""
         info = self._recorded()
-        if info is None or not _alive(info.pid):
+        if info is None or not process_alive(info.pid):
             return None
         try:
             Aria2Engine(info.url, info.secret, timeout=5).version()
@@ -266,7 +267,7 @@ class PrivateDaemon:
         info = self._recorded()
         if info is None:
             return False
-        if not _alive(info.pid):
+        if not process_alive(info.pid):
             remove_quietly(self.info_file)
             return False
         if sys.platform == "win32":
@@ -281,9 +282,9 @@ class PrivateDaemon:
             with contextlib.suppress(EngineError, RpcError):
                 Aria2Engine(info.url, info.secret, timeout=1).version()
         deadline = time.monotonic() + timeout
-        while _alive(info.pid) and time.monotonic() < deadline:
+        while process_alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(info.pid) and sys.platform != "win32":
+        if process_alive(info.pid) and sys.platform != "win32":
             with contextlib.suppress(OSError):
                 os.kill(info.pid, signal.SIGKILL)
         remove_quietly(self.info_file)
@@ -300,36 +301,6 @@ def _try_lock(path: Path) -> filelock.BaseFileLock | None:
     except filelock.Timeout:
         return None
     return lock
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":  # pragma: no cover - os.kill(pid, 0) would send CTRL_C_EVENT
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return bool(ok) and code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    return True
 
 
 def _free_port() -> int:
