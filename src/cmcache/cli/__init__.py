@@ -26,6 +26,7 @@ def _build() -> typer.Typer:
         pull_cmd,
         queue_cmds,
         sync_cmd,
+        verify_cmds,
     )
     from cmcache.cli.app import app
 

@@ -18,7 +18,7 @@ from cmcache.core.names import SHA256_RE
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import requests
 
@@ -81,6 +81,25 @@ class Resolver:
                 f"{redact(url)}: cannot connect: {describe_error(exc)}",
                 hint=f"check the network and the URL; cmcache retried {self._tries - 1} times",
             ) from None
+
+    def with_mirrors(
+        self, resolved: Resolved, mirrors: Sequence[str], on_skip: Callable[[str], None]
+    ) -> list[str]:
+        """The final URL, then each mirror's that can share one download with it.
+
+        aria2 sends one header to every URI of a download: a mirror on another host than the
+        token's is left out rather than handed the token.
+        """
+        uris = [resolved.url]
+        for mirror in mirrors:
+            try:
+                extra = self.resolve(mirror)
+            except DownloadError as exc:
+                on_skip(f"mirror skipped: {exc.message}")
+                continue
+            if extra.token_host == resolved.token_host:
+                uris.append(extra.url)
+        return uris
 
     def _walk(self, url: str) -> Resolved:
         size: int | None = None

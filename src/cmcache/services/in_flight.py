@@ -1,0 +1,164 @@
+"""One download in flight: what is known of it, and the checks made on each look at it."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cmcache.adapters.storage.index import Job
+from cmcache.core.errors import IntegrityError
+from cmcache.core.states import ProgressState, TransferStatus
+from cmcache.core.targets import Progress
+from cmcache.core.urls import redact
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from cmcache.adapters.aria2.client import Transfer
+    from cmcache.adapters.http.resolve import Resolved
+    from cmcache.adapters.storage.locks import FileLock
+    from cmcache.core.targets import Target
+
+STALL_RATE = 1024  # bytes/s below which a download counts as stalled
+RETRY_CODES = {"1", "2", "5", "6", "19", "22", "24", "29"}  # transient: resume after a pause
+CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the way
+DISK_FULL = "9"
+
+
+class NextStep(enum.Enum):
+    """What to do after aria2 reports an error."""
+
+    DISK_FULL = "disk full"
+    START_OVER = "start over"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a running download must stop."""
+
+    message: str
+    overshoot: bool  # more bytes than expected (an integrity failure), else a stall
+
+
+@dataclass
+class Live:
+    """A target this process is downloading (or waiting to retry)."""
+
+    target: Target
+    lock: FileLock
+    gid: str = ""
+    engine_url: str = ""
+    attempts: int = 0
+    started: float = field(default_factory=time.monotonic)
+    resolved: Resolved | None = None
+    retry_at: float | None = None
+    clean_restarts: int = 0
+    last: Transfer | None = None
+    mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))  # progress
+    verifying: Future[tuple[str, int]] | None = None
+
+    @property
+    def expected_sha(self) -> str | None:
+        """The manifest's sha256, else the one the origin announced."""
+        return self.target.entry.sha256 or (self.resolved.sha256 if self.resolved else None)
+
+    @property
+    def expected_size(self) -> int | None:
+        """The manifest's exact size, else the one the origin announced."""
+        return self.target.entry.exact_size or (self.resolved.size if self.resolved else None)
+
+    def check_announced_size(self) -> None:
+        """Refuse an origin that announces more (or fewer) bytes than the manifest states.
+
+        Raises:
+            IntegrityError: the sizes differ.
+        """
+        want = self.target.entry.exact_size
+        announced = self.resolved.size if self.resolved else None
+        if want is not None and announced and announced != want:
+            raise IntegrityError(
+                f"{self.target.ref}: size mismatch: the origin serves {announced} bytes, "
+                f"the manifest says {want}",
+                ref=self.target.ref,
+            )
+
+    def check(self, transfer: Transfer, window: float) -> Verdict | None:
+        """Whether an active download sent more than expected, or stalled: less than
+        ``STALL_RATE`` bytes/s over ``window`` seconds."""
+        ref, want = self.target.ref, self.expected_size
+        if want is not None and transfer.completed > want:
+            return Verdict(f"{ref}: the origin sent more than the {want} bytes expected", True)
+        now = time.monotonic()
+        mark_at, mark_bytes = self.mark
+        if transfer.completed - mark_bytes >= STALL_RATE * window:
+            self.mark = (now, transfer.completed)
+            return None
+        if now - mark_at < window:
+            return None
+        self.mark = (now, transfer.completed)
+        got = transfer.completed - mark_bytes
+        return Verdict(f"{ref}: stalled: {got} bytes in the last {now - mark_at:.0f}s", False)
+
+    def after_error(self, code: str) -> NextStep:
+        """aria2's error ``code`` → the next step (docs/aria2.md: a 0-byte control file or
+        error 8 means start clean, once)."""
+        if code == DISK_FULL:
+            return NextStep.DISK_FULL
+        control = self.target.control
+        control_empty = control.exists() and control.stat().st_size == 0
+        if code in CLEAN_RESTART_CODES or control_empty:
+            return NextStep.START_OVER if self.clean_restarts < 1 else NextStep.FAIL
+        return NextStep.RETRY if code in RETRY_CODES else NextStep.FAIL
+
+    def job(self, priority: int, seq: int) -> Job:
+        """The index's record of this download, with the origin's validators of now."""
+        entry, validators = (
+            self.target.entry,
+            self.resolved.validators if self.resolved else ("", ""),
+        )
+        return Job(
+            self.gid,
+            self.engine_url,
+            entry.folder,
+            entry.filename,
+            str(self.target.staging),
+            priority,
+            seq,
+            self.expected_sha,
+            self.expected_size,
+            entry.source,
+            redact(entry.urls[0]),
+            owner_pid=os.getpid(),
+            etag=validators[0],
+            last_modified=validators[1],
+        )
+
+    def progress(self) -> Progress:
+        """This download's moment, for progress bars."""
+        t = self.last
+        if self.verifying:
+            state = ProgressState.VERIFYING
+        elif t is not None and t.status == TransferStatus.ACTIVE:
+            state = ProgressState.DOWNLOADING
+        elif t is not None and t.status == TransferStatus.PAUSED:
+            state = ProgressState.PAUSED
+        else:
+            state = ProgressState.WAITING
+        done, total, speed = (t.completed, t.total, t.speed) if t else (0, 0, 0)
+        return Progress(self.target.ref, state, done, total, speed)
+
+
+def origin_changed(job: Job, now: Resolved) -> bool:
+    """Whether the origin now serves other bytes than when ``job`` started (its ETag,
+    Last-Modified or size changed): resuming would mix two versions into one file."""
+    etag, modified = now.validators
+    return bool(
+        (job.etag and etag and job.etag != etag)
+        or (job.last_modified and modified and job.last_modified != modified)
+        or (job.size is not None and now.size is not None and job.size != now.size)
+    )
