@@ -29,13 +29,16 @@ class AppState:
 
     config: Path | None = None
     root: Path | None = None
+    comfyui: Path | None = None
     out: Output = field(default_factory=Output)
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
         """Settings from defaults ← file ← env ← flags (loaded lazily: `--help` needs none)."""
         if self._settings is None:
-            self._settings = load_settings(config_flag=self.config, root_flag=self.root)
+            self._settings = load_settings(
+                config_flag=self.config, root_flag=self.root, comfyui_flag=self.comfyui
+            )
         return self._settings
 
 
@@ -67,6 +70,10 @@ def global_options(
         Path | None,
         typer.Option("--root", help="Model root, ComfyUI's models/ (env CMCACHE_ROOT)."),
     ] = None,
+    comfyui: Annotated[
+        Path | None,
+        typer.Option("--comfyui", help="The ComfyUI install; root becomes its models/."),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout.")
     ] = False,
@@ -84,6 +91,7 @@ def global_options(
     del version
     CURRENT.config = config
     CURRENT.root = root
+    CURRENT.comfyui = comfyui
     CURRENT.out = Output(
         json_mode=json_output,
         quiet=quiet,

@@ -55,8 +55,8 @@ def path(
             errors=[error_item(ref, outcome.code, outcome.message)],
         )
         return
-    st.out.line(str(target.final))
-    st.out.finish({"ref": target.ref, "path": str(target.final), "outcome": str(outcome.outcome)})
+    st.out.line(str(outcome.path))
+    st.out.finish({"ref": target.ref, "path": str(outcome.path), "outcome": str(outcome.outcome)})
 
 
 @app.command()

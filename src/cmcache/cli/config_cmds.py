@@ -42,7 +42,7 @@ def config_show() -> None:
     import tomli_w
 
     st = state()
-    shown = show_config(st.config, st.root, st.settings().cache.root)
+    shown = show_config(st.config, st.root, st.comfyui, st.settings().cache.root)
     st.out.line(tomli_w.dumps(shown.values).rstrip())
     st.out.finish({"path": str(shown.path), "config": shown.values})
 

@@ -19,8 +19,8 @@ def fast_path(args: list[str]) -> int | None:
     from cmcache.cli.globals import split_leading_globals
 
     options, args = split_leading_globals(args)
-    # --root and --config change where to look; the others, nothing about a no-op answer.
-    if set(options) - {"--root", "--config", "--no-progress", "-q", "--quiet"}:
+    # --root, --config and --comfyui change where to look; the others, nothing about a no-op answer.
+    if set(options) - {"--root", "--config", "--comfyui", "--no-progress", "-q", "--quiet"}:
         return None
     if len(args) < 2 or args[0] not in ("path", "pull"):
         return None
@@ -58,7 +58,9 @@ def _answer(command: str, refs: list[str], options: dict[str, str | bool]) -> in
         value = options.get(name)
         return Path(value) if isinstance(value, str) else None
 
-    settings = load_settings(config_flag=flag("--config"), root_flag=flag("--root"))
+    settings = load_settings(
+        config_flag=flag("--config"), root_flag=flag("--root"), comfyui_flag=flag("--comfyui")
+    )
     targets = cached_paths(settings, refs)
     if targets is None:
         return None

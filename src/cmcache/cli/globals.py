@@ -10,6 +10,7 @@ from __future__ import annotations
 GLOBAL_OPTIONS = {
     "--config": True,
     "--root": True,
+    "--comfyui": True,
     "--json": False,
     "-q": False,
     "--quiet": False,

@@ -1,35 +1,59 @@
-"""``pull``: bring models to their final paths, verified."""
+"""``pull``: bring models (and what workflows need) to their final paths, verified."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cmcache.cli.app import app, state
 from cmcache.cli.common import pull_with_progress
 from cmcache.cli.output import error_item
-from cmcache.core.errors import UsageError, worst_exit_code
+from cmcache.core.errors import ExitCode, UsageError, worst_exit_code
 from cmcache.core.sizes import parse_size
 
+if TYPE_CHECKING:
+    from cmcache.core.targets import Outcome
+    from cmcache.services.workflow import Unknown
 
-def _refs(refs: list[str] | None, file: Path | None) -> list[str]:
-    from cmcache.core.refs import read_ref_lines
 
-    collected = list(refs or [])
-    if file is not None:
-        if str(file) == "-":
-            collected += read_ref_lines(sys.stdin)
-        else:
-            try:
-                collected += read_ref_lines(file.read_text().splitlines())
-            except OSError as exc:
-                raise UsageError(f"cannot read --file {file}: {exc.strerror or exc}") from None
-    if not collected:
-        raise UsageError("name at least one model (or --file)", hint="cmcache pull sdxl")
-    return collected
+def _read(path: Path, flag: str) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc}") from None
+
+
+def _row(o: Outcome) -> dict[str, Any]:
+    entry = o.target.entry
+    return {
+        "ref": o.target.ref,
+        "folder": entry.folder,
+        "filename": entry.filename,
+        "path": str(o.path),
+        "outcome": str(o.outcome),
+        "bytes": o.bytes,
+        "seconds": round(o.seconds, 3),
+        "sha256": o.sha256,
+    }
+
+
+def _unknown_row(u: Unknown) -> dict[str, Any]:
+    return {
+        "ref": u.ref,
+        "folder": u.folder,
+        "filename": u.filename,
+        "path": None,
+        "outcome": "unknown",
+        "bytes": 0,
+        "seconds": 0,
+        "sha256": None,
+        "workflow": u.workflow,
+    }
 
 
 @app.command()
@@ -39,6 +63,10 @@ def pull(
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="Refs, one per line ('-' = stdin).")
+    ] = None,
+    workflow: Annotated[
+        list[Path] | None,
+        typer.Option("--workflow", help="A ComfyUI workflow (UI or API JSON; '-' = stdin)."),
     ] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="Folder for a URL ref.")] = None,
     priority: Annotated[
@@ -64,14 +92,14 @@ def pull(
     """Download models, verify them and place them atomically."""
     from cmcache.cli.progress import outcome_line
     from cmcache.core.planning.queue import parse_priority
+    from cmcache.core.refs import read_ref_lines
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
     from cmcache.services.cache import open_cache
-    from cmcache.services.pull import resolve_refs
+    from cmcache.services.pull import pull_request
 
     st = state()
     out = st.out
-    settings = st.settings()
     try:
         opts = PullOptions(
             priority=parse_priority(priority),
@@ -82,7 +110,16 @@ def pull(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    targets = resolve_refs(settings, _refs(refs, file), folder)
+    named = list(refs or []) + (read_ref_lines(_read(file, "--file").splitlines()) if file else [])
+    flows = [(str(p), _read(p, "--workflow").encode()) for p in workflow or []]
+    if not named and not flows:
+        raise UsageError(
+            "name at least one model (or --file, --workflow)", hint="cmcache pull sdxl"
+        )
+    settings = st.settings()
+    targets, unknown = pull_request(settings, named, flows, folder)
+    for u in unknown:
+        out.error(f"{u.ref} (named by {u.workflow}): {u.reason}")
     with open_cache(settings) as cache:
         report = pull_with_progress(
             settings, cache, targets, out, opts, force=force, dry_run=dry_run
@@ -90,27 +127,16 @@ def pull(
     for outcome in report.outcomes:
         if outcome.outcome == PullOutcome.PLANNED:
             out.line(outcome_line(outcome))
-    results: list[dict[str, Any]] = [
-        {
-            "ref": o.target.ref,
-            "folder": o.target.entry.folder,
-            "filename": o.target.entry.filename,
-            "path": str(o.target.final),
-            "outcome": str(o.outcome),
-            "bytes": o.bytes,
-            "seconds": round(o.seconds, 3),
-            "sha256": o.sha256,
-        }
-        for o in report.outcomes
-    ]
     failed = report.failed
     errors = [error_item(o.target.ref, o.code, o.message) for o in failed]
-    code = worst_exit_code([o.code for o in failed])
-    if failed and len(report.outcomes) > 1:
-        out.error(f"{len(failed)} of {len(report.outcomes)} models failed")
+    errors += [error_item(u.ref, ExitCode.MANIFEST, u.reason) for u in unknown]
+    code = worst_exit_code([o.code for o in failed] + [ExitCode.MANIFEST] * len(unknown))
+    total = len(report.outcomes) + len(unknown)
+    if errors and total > 1:
+        out.error(f"{len(errors)} of {total} models failed or are unknown")
     out.finish(
-        {"results": results},
+        {"results": [_row(o) for o in report.outcomes] + [_unknown_row(u) for u in unknown]},
         errors=errors,
         exit_code=code,
-        partial=len(failed) < len(report.outcomes),
+        partial=len(errors) < total,
     )

@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cmcache.core.comfyui import modern_ref
 from cmcache.core.errors import RefError
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ class Catalog:
         return self._by_key
 
     def get(self, ref: str) -> Entry | None:
-        """The entry whose canonical ref is exactly ``ref``."""
-        return self._by_ref.get(ref)
+        """The entry whose canonical ref is exactly ``ref`` (legacy folder names accepted)."""
+        return self._by_ref.get(modern_ref(ref))
 
     def resolve(self, ref: str) -> Entry:
         """Resolve a ref: folder/filename, alias, display name, or a unique bare filename.
@@ -47,7 +48,7 @@ class Catalog:
         Raises:
             RefError: nothing matches (close matches are suggested) or several do.
         """
-        ref = ref.strip()
+        ref = modern_ref(ref.strip())
         exact = self._by_ref.get(ref)
         if exact:
             return exact

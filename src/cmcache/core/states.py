@@ -30,6 +30,7 @@ class PullOutcome(_Names):
     FAILED = "failed"
     PLANNED = "planned"  # --dry-run
     QUEUED = "queued"  # --detach
+    UNKNOWN = "unknown"  # a workflow names it; nothing can supply it
 
     @property
     def ok(self) -> bool:

@@ -55,6 +55,12 @@ class Outcome:
     sha256: str | None = None
     code: int = 0
     message: str = ""
+    external: Path | None = None  # found in an extra model path (not managed, not under root)
+
+    @property
+    def path(self) -> Path:
+        """Where the model is (or will be)."""
+        return self.external or self.target.final
 
 
 @dataclass(frozen=True)

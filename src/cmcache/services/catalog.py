@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.storage.manifest_store import ManifestStore
 from cmcache.adapters.storage.model_store import ModelStore
 from cmcache.core.catalog import Catalog
+from cmcache.core.comfyui import ExtraPaths, load_extra_paths
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.formats import parse_manifest
 from cmcache.core.states import LocalState
@@ -64,9 +65,12 @@ def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalSta
         pinned = index.pinned()
         index.close()
     on_disk = store.states((e.folder, e.filename) for e in entries)
+    extra = extra_paths(settings)
     states = {}
     for e in entries:
         local = on_disk[e.folder, e.filename]
+        if local == LocalState.MISSING and extra.folders and extra.find(e.folder, e.filename):
+            local = LocalState.EXTERNAL
         cached_pinned = local == LocalState.CACHED and (e.folder, e.filename) in pinned
         states[e.ref] = LocalState.PINNED if cached_pinned else local
     return states
@@ -75,3 +79,8 @@ def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalSta
 def final_path(settings: Settings, entry: Entry) -> Path:
     """Where a catalog entry lives under root."""
     return ModelStore(settings.cache.root).final_path(entry.folder, entry.filename)
+
+
+def extra_paths(settings: Settings) -> ExtraPaths:
+    """The folders ComfyUI's extra_model_paths.yaml files add (none without ComfyUI)."""
+    return load_extra_paths(settings.comfyui.yaml_files)

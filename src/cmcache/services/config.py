@@ -39,9 +39,13 @@ class ShownConfig:
     values: dict[str, Any]
 
 
-def show_config(config_flag: Path | None, root_flag: Path | None, root: Path) -> ShownConfig:
+def show_config(
+    config_flag: Path | None, root_flag: Path | None, comfyui_flag: Path | None, root: Path
+) -> ShownConfig:
     """Defaults ← file ← environment ← flags, with the resolved root; secrets masked."""
-    paths, layered = layered_config(config_flag=config_flag, root_flag=root_flag)
+    paths, layered = layered_config(
+        config_flag=config_flag, root_flag=root_flag, comfyui_flag=comfyui_flag
+    )
     effective = merge(DEFAULTS, layered)
     effective["cache"] = {**effective["cache"], "root": str(root)}
     return ShownConfig(paths.config_file, masked(effective))

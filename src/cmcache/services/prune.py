@@ -160,7 +160,7 @@ def _remove_model(store: ModelStore, folder: str, filename: str) -> None:
     """Unlink a model file and the empty subfolders it leaves (never the model folder)."""
     path = store.final_path(folder, filename)
     remove_quietly(path)
-    _remove_empty_parents(path.parent, store.root / folder)
+    _remove_empty_parents(path.parent, store.root / store.disk_folder(folder))
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:

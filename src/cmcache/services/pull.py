@@ -14,6 +14,7 @@ from cmcache.core.refs import is_url
 from cmcache.core.states import PullOutcome
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
 from cmcache.core.urls import redact
+from cmcache.services.catalog import extra_paths
 from cmcache.services.placement import Placement, placement_for
 
 if TYPE_CHECKING:
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
     from cmcache.adapters.aria2.link import EngineLink
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
+    from cmcache.core.comfyui import ExtraPaths
     from cmcache.core.settings.model import Settings
     from cmcache.services.cache import Cache
     from cmcache.services.download import Downloader
+    from cmcache.services.workflow import Unknown
 
 
 def resolve_targets(
@@ -69,6 +72,22 @@ def resolve_refs(settings: Settings, refs: list[str], folder: str | None = None)
     return resolve_targets(load_catalog(settings), ModelStore(settings.cache.root), refs, folder)
 
 
+def pull_request(
+    settings: Settings, refs: list[str], workflows: list[tuple[str, bytes]], folder: str | None
+) -> tuple[list[Target], tuple[Unknown, ...]]:
+    """Targets for refs and for what workflows need (unique), and the workflow models that
+    nothing can supply. Unknown refs raise; unknown workflow models are reported."""
+    from cmcache.services.workflow import plan_workflows
+
+    targets = resolve_refs(settings, refs, folder) if refs else []
+    unknown: tuple[Unknown, ...] = ()
+    if workflows:
+        plan = plan_workflows(settings, workflows)
+        targets += plan.targets
+        unknown = plan.unknown
+    return list({t.ref: t for t in targets}.values()), unknown
+
+
 def _adhoc(url: str, folder: str | None) -> Entry:
     if not folder:
         raise UsageError(f"a URL needs --folder to say where it goes: {redact(url)}")
@@ -105,11 +124,19 @@ def pull(
     force: bool = False,
     dry_run: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
+    extra: ExtraPaths | None = None,
 ) -> PullReport:
-    """Skip present targets (no network, no daemon); download the rest."""
+    """Skip present targets (no network, no daemon), in root or in ComfyUI's extra model
+    paths; download the rest."""
     outcomes: dict[str, Outcome] = {}
     missing: list[Target] = []
     for target in targets:
+        external = extra.find(target.entry.folder, target.entry.filename) if extra else None
+        if external is not None:  # ComfyUI finds it elsewhere: present, never managed
+            outcomes[target.ref] = Outcome(target, PullOutcome.CACHED, external=external)
+            if on_outcome:
+                on_outcome(outcomes[target.ref])
+            continue
         try:
             sha = placement.present(target, force=force)
         except IntegrityError as exc:
@@ -159,6 +186,7 @@ def pull_with_engine(
             force=force,
             dry_run=dry_run,
             on_outcome=hooks.on_outcome,
+            extra=extra_paths(settings),
         )
     finally:
         link.finish()

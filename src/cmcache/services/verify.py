@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.model_store import CACHE_DIR
+from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError, UnverifiedError
 from cmcache.core.states import CheckStatus
 from cmcache.services.catalog import load_catalog
@@ -93,31 +94,34 @@ def scan(placement: Placement, store: ModelStore, catalog: Catalog) -> list[Scan
     if not store.root.is_dir():
         return found
     for folder in sorted(p for p in store.root.iterdir() if p.is_dir() and p.name != CACHE_DIR):
+        name = modern_folder(folder.name)
+        if store.disk_folder(name) != folder.name:
+            continue  # unet/ beside diffusion_models/: cmcache places into the latter
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
             filename = path.relative_to(folder).as_posix()
-            entry = catalog.get(f"{folder.name}/{filename}")
-            if entry is None or placement.index.get_file(folder.name, filename) is not None:
+            entry = catalog.get(f"{name}/{filename}")
+            if entry is None or placement.index.get_file(name, filename) is not None:
                 continue
             try:
-                store.final_path(folder.name, filename)  # what pull would refuse, scan must too
+                store.final_path(name, filename)  # what pull would refuse, scan must too
             except ManifestError as exc:
-                found.append(Scanned(folder.name, filename, False, 0, exc.message))
+                found.append(Scanned(name, filename, False, 0, exc.message))
                 continue
             size = path.stat().st_size
             try:
                 want_size, want_sha = placement.identity(entry)
             except UnverifiedError as exc:
-                found.append(Scanned(folder.name, filename, False, size, exc.message))
+                found.append(Scanned(name, filename, False, size, exc.message))
                 continue
             problem = mismatch(want_size, None, size, None)
             if problem is None:
                 sha, size = hash_file(path)
                 problem = mismatch(None, want_sha, size, sha)
             if problem is not None:
-                found.append(Scanned(folder.name, filename, False, size, problem))
+                found.append(Scanned(name, filename, False, size, problem))
                 continue
             placement.record_entry(entry, path, sha)
-            found.append(Scanned(folder.name, filename, True, size))
+            found.append(Scanned(name, filename, True, size))
     return found
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
+from cmcache.core.comfyui import MODERN_TO_LEGACY
 from cmcache.core.errors import CacheError, ManifestError
 from cmcache.core.manifest.safety import location_problem
 from cmcache.core.sizes import format_size
@@ -34,6 +35,7 @@ class ModelStore:
         self.meta_dir = root / CACHE_DIR
         self.staging_dir = self.meta_dir / "staging"
         self.locks_dir = self.meta_dir / "locks"
+        self._disk_folders: dict[str, str] = {}
 
     def prepare(self) -> None:
         """Create root, staging and locks folders (staging shares root's filesystem)."""
@@ -45,6 +47,18 @@ class ModelStore:
                 tag.write_text(TAG)
         except OSError as exc:
             raise CacheError(f"cannot create {self.meta_dir}: {exc.strerror or exc}") from None
+
+    def disk_folder(self, folder: str) -> str:
+        """Where ``folder``'s files live: its current ComfyUI name, unless only the legacy
+        folder exists under root (``unet`` for ``diffusion_models``, ``clip`` for
+        ``text_encoders``), as in an older ComfyUI install."""
+        legacy = MODERN_TO_LEGACY.get(folder)
+        if legacy is None:
+            return folder
+        if folder not in self._disk_folders:
+            use_legacy = (self.root / legacy).is_dir() and not (self.root / folder).is_dir()
+            self._disk_folders[folder] = legacy if use_legacy else folder
+        return self._disk_folders[folder]
 
     @property
     def index_path(self) -> Path:
@@ -60,7 +74,7 @@ class ModelStore:
         problem = location_problem(folder, filename)
         if problem:
             raise ManifestError(f"refusing {folder}/{filename}: {problem}")
-        path = self.root / folder / filename
+        path = self.root / self.disk_folder(folder) / filename
         real_root = os.path.realpath(self.root)
         real = os.path.realpath(path)
         if os.path.commonpath([real_root, real]) != real_root:
@@ -118,7 +132,7 @@ class ModelStore:
         out = {}
         root = str(self.root)
         for folder, filename in locations:
-            if os.path.isfile(f"{root}/{folder}/{filename}"):  # noqa: PTH113
+            if os.path.isfile(f"{root}/{self.disk_folder(folder)}/{filename}"):  # noqa: PTH113
                 out[folder, filename] = LocalState.CACHED
             elif staged and self.staging_name(folder, filename) in staged:
                 out[folder, filename] = LocalState.PARTIAL

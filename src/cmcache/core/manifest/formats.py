@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.manifest.safety import location_problem, url_problem
@@ -84,6 +85,7 @@ def parse_manifest(
         except ValueError as exc:
             warnings.append(f"list {list_name!r}, entry {ident}: {exc}; skipped")
             continue
+        entry = replace(entry, folder=modern_folder(entry.folder))  # unet ≡ diffusion_models
         problem = location_problem(entry.folder, entry.filename) or next(
             (p for u in entry.urls if (p := url_problem(u))), None
         )

@@ -13,6 +13,7 @@ from cmcache.core.settings.model import (
     APP,
     FORMATS,
     CacheSettings,
+    ComfyUISettings,
     DownloadSettings,
     Paths,
     PrefetchSettings,
@@ -148,8 +149,17 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
             for key, val in body.items()
         }
 
+    comfyui = section("comfyui")
+    comfy_path = Path(comfyui["path"]).expanduser().absolute() if "path" in comfyui else None
+    here = paths.config_file.parent
+    extra = tuple((here / Path(f).expanduser()).absolute() for f in comfyui["extra_model_paths"])
     cache = section("cache")
-    root = Path(cache.pop("root")).expanduser() if "root" in cache else paths.data_dir / "models"
+    if "root" in cache:
+        root = Path(cache.pop("root")).expanduser()
+    elif comfy_path is not None:  # ComfyUI's own models/ folder
+        root = comfy_path / "models"
+    else:
+        root = paths.data_dir / "models"
     return Settings(
         paths=paths,
         cache=CacheSettings(root=root.absolute(), **cache),
@@ -158,6 +168,7 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
         sources=_parse_sources(raw["sources"], origin) if "sources" in raw else (),
         auth=_parse_auth(raw["auth"], origin) if "auth" in raw else {},
         prefetch=PrefetchSettings(**section("prefetch")),
+        comfyui=ComfyUISettings(comfy_path, extra),
     )
 
 
@@ -166,6 +177,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if environ.get("CMCACHE_ROOT"):
         out.setdefault("cache", {})["root"] = environ["CMCACHE_ROOT"]
+    if environ.get("CMCACHE_COMFYUI"):
+        out.setdefault("comfyui", {})["path"] = environ["CMCACHE_COMFYUI"]
     rpc = environ.get("CMCACHE_ARIA2_RPC") or environ.get("COMFYUI_MANAGER_ARIA2_SERVER")
     if rpc:
         urls = [u.strip() for u in rpc.split(",") if u.strip()]
@@ -196,6 +209,7 @@ def layered_config(
     *,
     config_flag: Path | None = None,
     root_flag: Path | None = None,
+    comfyui_flag: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Paths, dict[str, Any]]:
     """The raw config as every command sees it: file ← env ← flags (defaults not filled in)."""
@@ -207,6 +221,8 @@ def layered_config(
     layered = merge(raw, env_overrides(environ))
     if root_flag is not None:
         layered = merge(layered, {"cache": {"root": str(root_flag)}})
+    if comfyui_flag is not None:
+        layered = merge(layered, {"comfyui": {"path": str(comfyui_flag)}})
     return paths, layered
 
 
@@ -214,8 +230,11 @@ def load_settings(
     *,
     config_flag: Path | None = None,
     root_flag: Path | None = None,
+    comfyui_flag: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Load settings the way every command does: defaults ← file ← env ← flags."""
-    paths, layered = layered_config(config_flag=config_flag, root_flag=root_flag, environ=environ)
+    paths, layered = layered_config(
+        config_flag=config_flag, root_flag=root_flag, comfyui_flag=comfyui_flag, environ=environ
+    )
     return validate(layered, f"{paths.config_file} (with environment and flags)", paths)

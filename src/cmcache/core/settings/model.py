@@ -74,6 +74,21 @@ class PrefetchSettings:
     models: tuple[str, ...]
     popular: int
     window_days: float
+    workflows: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ComfyUISettings:
+    """``[comfyui]``: where ComfyUI is, and the extra model path files it reads."""
+
+    path: Path | None
+    extra_model_paths: tuple[Path, ...]
+
+    @property
+    def yaml_files(self) -> tuple[Path, ...]:
+        """``<path>/extra_model_paths.yaml`` (when ComfyUI is known), then the configured ones."""
+        own = (self.path / "extra_model_paths.yaml",) if self.path else ()
+        return own + self.extra_model_paths
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ class Settings:
     sources: tuple[Source, ...]
     auth: Mapping[str, str]
     prefetch: PrefetchSettings
+    comfyui: ComfyUISettings
 
     def token_for(self, host: str) -> str | None:
         """The token to send to exactly ``host``, resolving ``env:NAME`` references."""

@@ -139,10 +139,17 @@ KEYS: dict[str, dict[str, Key]] = {
     "catalog": {
         "builtin": Key(_boolean, True, "well-known models with aliases (sdxl, flux-dev, ...)"),
     },
+    "comfyui": {
+        "path": Key(
+            _root, None, "the ComfyUI install (env CMCACHE_COMFYUI, flag --comfyui)", "/srv/ComfyUI"
+        ),
+        "extra_model_paths": Key(_string_list, [], "more extra_model_paths.yaml files to read"),
+    },
     "prefetch": {
         "models": Key(_string_list, [], 'refs to keep present, e.g. ["sdxl"]'),
         "popular": Key(_positive_int, 0, "also keep the N most-used models present"),
         "window_days": Key(_days, 30, "how far back `popular` counts uses"),
+        "workflows": Key(_string_list, [], "workflow files (globs) whose models stay present"),
     },
 }
 # Tables of their own shape, validated in load.py.

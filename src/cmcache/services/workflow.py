@@ -1,0 +1,102 @@
+"""Resolve what ComfyUI workflows need into pull targets; report what nothing can supply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cmcache.adapters.storage.model_store import ModelStore
+from cmcache.core.errors import ManifestError
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.targets import Target
+from cmcache.core.workflow import Declared, read_workflow
+from cmcache.services.catalog import load_catalog
+
+if TYPE_CHECKING:
+    from cmcache.core.catalog import Catalog
+    from cmcache.core.settings.model import Settings
+
+WORKFLOW_SOURCE = "workflow"
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A model a workflow names that no catalog and no declaration can supply."""
+
+    workflow: str
+    folder: str
+    filename: str
+    reason: str
+
+    @property
+    def ref(self) -> str:
+        """``folder/filename``."""
+        return f"{self.folder}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """The targets that workflows need, and what cannot be supplied."""
+
+    targets: tuple[Target, ...]
+    unknown: tuple[Unknown, ...]
+
+
+def plan_workflows(settings: Settings, workflows: list[tuple[str, bytes]]) -> WorkflowPlan:
+    """Targets for every model the workflows (label, JSON bytes) name or declare.
+
+    Raises:
+        ManifestError: a workflow is not JSON or not a workflow.
+    """
+    catalog = load_catalog(settings)
+    store = ModelStore(settings.cache.root)
+    entries: dict[str, Entry] = {}
+    unknown: dict[str, Unknown] = {}
+    for label, data in workflows:
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ManifestError(f"{label}: not a JSON workflow: {exc}") from None
+        needs = read_workflow(doc, label)
+        declared = {(d.folder, d.name.replace("\\", "/")): d for d in needs.declared}
+        for d in needs.declared:
+            _take(catalog, label, d.folder, d.name, d, entries, unknown)
+        for folder, name in needs.named:
+            _take(catalog, label, folder, name, declared.get((folder, name)), entries, unknown)
+    targets = tuple(
+        Target(e, store.final_path(e.folder, e.filename), store.staging_path(e.folder, e.filename))
+        for e in entries.values()
+    )
+    return WorkflowPlan(targets, tuple(u for ref, u in unknown.items() if ref not in entries))
+
+
+def _take(
+    catalog: Catalog,
+    label: str,
+    folder: str,
+    name: str,
+    declared: Declared | None,
+    entries: dict[str, Entry],
+    unknown: dict[str, Unknown],
+) -> None:
+    """Add the catalog entry for ``folder/name``, else the workflow's own declaration."""
+    filename = name.replace("\\", "/")  # widgets saved on Windows name subfolders with '\'
+    ref = f"{folder}/{filename}"
+    if ref in entries:
+        return
+    entry = catalog.get(ref)
+    if entry is None and declared is not None:
+        problem = location_problem(folder, filename) or url_problem(declared.url)
+        if problem:
+            unknown.setdefault(ref, Unknown(label, folder, filename, problem))
+            return
+        entry = Entry(
+            folder, filename, (declared.url,), sha256=declared.sha256, source=WORKFLOW_SOURCE
+        )
+    if entry is None:
+        reason = "no catalog lists it and the workflow declares no URL for it"
+        unknown.setdefault(ref, Unknown(label, folder, filename, reason))
+        return
+    entries[ref] = entry
