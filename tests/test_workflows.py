@@ -159,3 +159,29 @@ def test_a_declared_sha256_is_enforced(cli: Cli, origin: Origin) -> None:
     result = cli("pull", "--workflow", "-", input=json.dumps(ui))
     assert result.code == 7, result.stderr
     assert not (cli.root / "vae" / "m.safetensors").exists()
+
+
+def test_prefetch_keeps_the_models_of_listed_workflows_present(
+    cli: Cli, origin: Origin, tmp_path: Path
+) -> None:
+    sha = origin.add_random("wf/keep.bin", 8192)
+    ui = {
+        "nodes": [{"id": 1, "type": "LoraLoader", "widgets_values": ["keep.safetensors", 1, 1]}],
+        "models": [
+            {
+                "name": "keep.safetensors",
+                "url": origin.url("wf/keep.bin"),
+                "directory": "loras",
+                "hash": sha,
+                "hash_type": "SHA256",
+            }
+        ],
+    }
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "a.json").write_text(json.dumps(ui))
+    cli.write_config(f'{FAST_RETRIES}[prefetch]\nworkflows = ["{flows}/*.json"]\n')
+    result = cli("prefetch")
+    assert result.code == 0, result.stderr
+    assert "downloaded 1" in result.stdout
+    assert (cli.root / "loras" / "keep.safetensors").is_file()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import glob
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.locks import FileLock
-from cmcache.core.errors import RefError
+from cmcache.core.errors import ManifestError, RefError
 from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.queue import PRIORITIES
 from cmcache.core.targets import Outcome, PullHooks, PullOptions
 from cmcache.services.catalog import load_catalog
 from cmcache.services.placement import placement_for
 from cmcache.services.prune import candidates, execute
-from cmcache.services.pull import pull_with_engine, resolve_targets
+from cmcache.services.pull import pull_with_engine
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +54,27 @@ def wanted_entries(
     return list(entries.values()), warnings
 
 
+def workflow_entries(settings: Settings) -> tuple[list[Entry], list[str]]:
+    """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies."""
+    from cmcache.services.workflow import plan_workflows
+
+    base = settings.paths.config_file.parent
+    files: list[Path] = []
+    for pattern in settings.prefetch.workflows:
+        expanded = Path(pattern).expanduser()
+        pattern_path = expanded if expanded.is_absolute() else base / expanded
+        found = sorted(glob.glob(str(pattern_path)))  # noqa: PTH207 - a user's absolute glob
+        files += [Path(f) for f in found]
+    if not files:
+        return [], []
+    try:
+        plan = plan_workflows(settings, [(str(f), f.read_bytes()) for f in files])
+    except (ManifestError, OSError) as exc:
+        return [], [f"[prefetch].workflows: {exc}"]
+    warnings = [f"[prefetch].workflows: {u.ref} ({u.workflow}): {u.reason}" for u in plan.unknown]
+    return [t.entry for t in plan.targets], warnings
+
+
 @dataclass(frozen=True)
 class PrefetchReport:
     """What prefetch found, planned and did; ``busy`` when another prefetch was running."""
@@ -79,9 +102,11 @@ def run_prefetch(
     try:
         catalog = load_catalog(settings)
         entries, warnings = wanted_entries(settings.prefetch, catalog, cache.index)
-        for warning in warnings:
+        flows, flow_warnings = workflow_entries(settings)
+        entries += [e for e in flows if e.ref not in {w.ref for w in entries}]
+        for warning in [*warnings, *flow_warnings]:
             on_warning(warning)
-        targets = resolve_targets(catalog, cache.store, [e.ref for e in entries])
+        targets = [cache.store.target(e) for e in entries]
         placement = placement_for(settings, cache.index)
         missing = [
             Wanted(t, t.entry.size) for t in targets if placement.present(t, force=False) is None

@@ -58,10 +58,7 @@ def resolve_targets(
             candidates=tuple(c for p in problems for c in p.candidates),
         )
     unique = {e.ref: e for e in entries}
-    return [
-        Target(e, store.final_path(e.folder, e.filename), store.staging_path(e.folder, e.filename))
-        for e in unique.values()
-    ]
+    return [store.target(e) for e in unique.values()]
 
 
 def resolve_refs(settings: Settings, refs: list[str], folder: str | None = None) -> list[Target]:

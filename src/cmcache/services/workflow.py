@@ -10,13 +10,13 @@ from cmcache.adapters.storage.model_store import ModelStore
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.manifest.safety import location_problem, url_problem
-from cmcache.core.targets import Target
 from cmcache.core.workflow import Declared, read_workflow
 from cmcache.services.catalog import load_catalog
 
 if TYPE_CHECKING:
     from cmcache.core.catalog import Catalog
     from cmcache.core.settings.model import Settings
+    from cmcache.core.targets import Target
 
 WORKFLOW_SOURCE = "workflow"
 
@@ -65,10 +65,7 @@ def plan_workflows(settings: Settings, workflows: list[tuple[str, bytes]]) -> Wo
             _take(catalog, label, d.folder, d.name, d, entries, unknown)
         for folder, name in needs.named:
             _take(catalog, label, folder, name, declared.get((folder, name)), entries, unknown)
-    targets = tuple(
-        Target(e, store.final_path(e.folder, e.filename), store.staging_path(e.folder, e.filename))
-        for e in entries.values()
-    )
+    targets = tuple(store.target(e) for e in entries.values())
     return WorkflowPlan(targets, tuple(u for ref, u in unknown.items() if ref not in entries))
 
 

@@ -38,6 +38,14 @@ class ManifestStore:
     def __init__(self, base: Path) -> None:
         self.base = base
 
+    @property
+    def stamp(self) -> Path:
+        """A file rewritten whenever a list is stored or dropped: its mtime says "changed"."""
+        return self.base / ".synced"
+
+    def _touch_stamp(self) -> None:
+        write_atomic(self.stamp, b"")
+
     def sources(self) -> list[str]:
         """Names of the sources that have anything stored."""
         if not self.base.is_dir():
@@ -112,6 +120,7 @@ class ManifestStore:
         records = self.records(source)
         records[record.name] = record
         self._write_meta(source, records)
+        self._touch_stamp()
 
     def drop(self, source: str, name: str) -> None:
         """Forget one list: meta first, so a crash leaves an orphan file, not a dangling record."""
@@ -119,11 +128,13 @@ class ManifestStore:
         records.pop(name, None)
         self._write_meta(source, records)
         remove_quietly(self.path(source, name), self.entries_path(source, name))
+        self._touch_stamp()
 
     def drop_source(self, source: str) -> None:
         """Forget everything of a source no longer configured."""
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.base / source)
+        self._touch_stamp()
 
     def _write_meta(self, source: str, records: dict[str, ListRecord]) -> None:
         doc = {"schema": META_SCHEMA, "lists": {n: asdict(r) for n, r in sorted(records.items())}}

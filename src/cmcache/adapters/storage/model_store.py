@@ -12,12 +12,13 @@ from cmcache.core.errors import CacheError, ManifestError
 from cmcache.core.manifest.safety import location_problem
 from cmcache.core.sizes import format_size
 from cmcache.core.states import LocalState
+from cmcache.core.targets import Target
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from cmcache.core.targets import Target
+    from cmcache.core.manifest.entry import Entry
 
 CACHE_DIR = ".cmcache"
 STAGING_TAIL = 96  # bytes of the model's file name kept in its staging name
@@ -80,6 +81,18 @@ class ModelStore:
         if os.path.commonpath([real_root, real]) != real_root:
             raise ManifestError(f"refusing {folder}/{filename}: it resolves outside {self.root}")
         return path
+
+    def target(self, entry: Entry) -> Target:
+        """Where ``entry`` goes and where it is staged.
+
+        Raises:
+            ManifestError: the location is unsafe.
+        """
+        return Target(
+            entry,
+            self.final_path(entry.folder, entry.filename),
+            self.staging_path(entry.folder, entry.filename),
+        )
 
     def staging_name(self, folder: str, filename: str) -> str:
         """A stable staging file name per target, so an interrupted download resumes.

@@ -1,0 +1,108 @@
+"""The custom node cmcache writes into a ComfyUI install, and what the node asks of cmcache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cmcache import __version__
+from cmcache.adapters.storage.manifest_store import ManifestStore
+from cmcache.core.errors import UsageError
+from cmcache.core.files import write_atomic
+from cmcache.services.catalog import DATA_DIR, load_catalog
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from cmcache.core.settings.model import Settings
+
+NODE_DIR = ("custom_nodes", "cmcache")
+NODE_SOURCE = DATA_DIR / "comfyui_node" / "__init__.py"
+# cmcache's own variables travel to the node, so it finds the same config and home.
+PASSED_ENV = ("CMCACHE_HOME", "CMCACHE_CONFIG", "CMCACHE_ROOT", "CMCACHE_ARIA2_RPC")
+
+
+def comfyui_path(settings: Settings) -> Path:
+    """Where ComfyUI is.
+
+    Raises:
+        UsageError: neither ``--comfyui``, ``CMCACHE_COMFYUI`` nor ``[comfyui] path`` says, or
+            the folder is not a ComfyUI install.
+    """
+    path = settings.comfyui.path
+    if path is None:
+        raise UsageError(
+            "where is ComfyUI? pass --comfyui PATH (or set CMCACHE_COMFYUI or [comfyui] path)"
+        )
+    if not (path / "folder_paths.py").is_file():
+        raise UsageError(f"{path} is not a ComfyUI install (it has no folder_paths.py)")
+    return path
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What is installed in one ComfyUI, and whether it is this cmcache's node."""
+
+    comfyui: Path
+    folder: Path
+    installed: bool
+    current: bool  # the node's code and recorded command match this cmcache
+    version: str
+    command: tuple[str, ...]
+
+
+def node_status(settings: Settings) -> NodeStatus:
+    """Read the installed node's record."""
+    comfy = comfyui_path(settings)
+    folder = comfy.joinpath(*NODE_DIR)
+    try:
+        record: dict[str, Any] = json.loads((folder / "cmcache.json").read_text())
+        code = (folder / "__init__.py").read_bytes()
+    except (OSError, ValueError):
+        return NodeStatus(comfy, folder, False, False, "", ())
+    current = code == NODE_SOURCE.read_bytes() and record.get("command") == _command()
+    version = str(record.get("version", ""))
+    return NodeStatus(comfy, folder, True, current, version, tuple(record.get("command", ())))
+
+
+def install_node(settings: Settings) -> NodeStatus:
+    """Write (or rewrite) the node into ``<ComfyUI>/custom_nodes/cmcache/``."""
+    comfy = comfyui_path(settings)
+    folder = comfy.joinpath(*NODE_DIR)
+    record = {
+        "version": __version__,
+        "command": _command(),
+        "comfyui": str(comfy),
+        "env": {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)},
+    }
+    write_atomic(folder / "cmcache.json", json.dumps(record, indent=1).encode())
+    write_atomic(folder / "__init__.py", NODE_SOURCE.read_bytes())
+    return node_status(settings)
+
+
+def uninstall_node(settings: Settings) -> bool:
+    """Remove the node; True if it was there."""
+    folder = comfyui_path(settings).joinpath(*NODE_DIR)
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True
+
+
+def _command() -> list[str]:
+    """How the node runs this cmcache: its own interpreter, so any environment works."""
+    return [sys.executable, "-m", "cmcache"]
+
+
+def node_catalog(settings: Settings) -> dict[str, Any]:
+    """What the node lists: catalog file names per folder, and files whose change means the
+    catalog may have changed (the config, the synced lists)."""
+    folders: dict[str, list[str]] = {}
+    for entry in load_catalog(settings).unique_entries():
+        folders.setdefault(entry.folder, []).append(entry.filename)
+    stamp = ManifestStore(settings.paths.manifests_dir).stamp
+    return {"folders": folders, "stamps": [str(settings.paths.config_file), str(stamp)]}

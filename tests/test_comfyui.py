@@ -1,0 +1,189 @@
+"""ComfyUI integration against ComfyUI 0.7.0's real folder_paths: the node lists catalog models,
+fetches them on first load, records uses, falls back to stock behaviour when cmcache fails;
+legacy folder names and extra_model_paths.yaml as ComfyUI reads them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.comfy import make_comfyui, run_comfyui
+from tests.conftest import Cli
+from tests.origin import Origin
+from tests.pulling import publish, wait_for
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def comfy(cli: Cli, tmp_path: Path) -> Path:
+    where = make_comfyui(tmp_path / "ComfyUI")
+    cli.env["CMCACHE_COMFYUI"] = str(where)
+    return where
+
+
+def comfy_env(cli: Cli) -> dict[str, str]:
+    """ComfyUI's own environment: none of cmcache's variables (the node brings its own)."""
+    return {k: v for k, v in cli.env.items() if not k.startswith("CMCACHE_")}
+
+
+def test_install_status_uninstall(cli: Cli, comfy: Path) -> None:
+    assert cli("--json", "comfyui", "status").json()["data"]["installed"] is False
+    assert cli("comfyui", "install").code == 0
+    assert cli("comfyui", "install").code == 0  # idempotent
+    status = cli("--json", "comfyui", "status").json()["data"]
+    assert status["installed"] and status["current"]
+    assert (comfy / "custom_nodes" / "cmcache" / "__init__.py").is_file()
+    assert cli("comfyui", "uninstall").code == 0
+    assert not (comfy / "custom_nodes" / "cmcache").exists()
+    assert cli("comfyui", "status", "--comfyui", str(comfy.parent)).code == 2  # not ComfyUI
+
+
+def test_root_is_comfyuis_models_folder(cli: Cli, comfy: Path) -> None:
+    shown = cli("--json", "show", "sdxl").json()["data"]
+    assert shown["path"] == str(comfy / "models" / "checkpoints" / "sd_xl_base_1.0.safetensors")
+
+
+def test_dropdowns_offer_catalog_models_and_a_load_downloads_them(
+    cli: Cli, comfy: Path, origin: Origin
+) -> None:
+    digests = publish(cli, origin, {"fresh.safetensors": 2 * MiB})
+    (comfy / "models" / "checkpoints").mkdir()
+    (comfy / "models" / "checkpoints" / "mine.safetensors").write_bytes(b"user file")
+    assert cli("comfyui", "install").code == 0
+    (listed, path, again), log = run_comfyui(
+        comfy,
+        [
+            ["list", "checkpoints"],
+            ["full", "checkpoints", "fresh.safetensors"],
+            ["full", "checkpoints", "fresh.safetensors"],
+        ],
+        comfy_env(cli),
+    )
+    assert "mine.safetensors" in listed and "fresh.safetensors" in listed
+    assert "sd_xl_base_1.0.safetensors" in listed  # the built-in catalog too
+    assert path == again == str(comfy / "models" / "checkpoints" / "fresh.safetensors")
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digests["fresh.safetensors"]
+    assert "cmcache" not in log  # nothing went wrong
+
+
+def test_a_present_model_costs_no_subprocess_and_its_use_is_recorded(
+    cli: Cli, comfy: Path, origin: Origin, tmp_path: Path
+) -> None:
+    publish(cli, origin, {"here.safetensors": MiB})
+    assert cli("pull", "here.safetensors").code == 0
+    assert cli("comfyui", "install").code == 0
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(
+        "import runpy, sys\n"
+        f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "sys.argv = ['cmcache', *sys.argv[1:]]\n"
+        "runpy.run_module('cmcache', run_name='__main__')\n"
+    )
+    record = comfy / "custom_nodes" / "cmcache" / "cmcache.json"
+    conf = json.loads(record.read_text())
+    conf["command"] = [sys.executable, str(wrapper)]
+    record.write_text(json.dumps(conf))
+    ops: list[list[Any]] = [
+        ["list", "checkpoints"],
+        *[["full", "checkpoints", "here.safetensors"]] * 5,
+        ["list", "checkpoints"],
+        ["sleep", 3],
+    ]
+    results, _log = run_comfyui(comfy, ops, comfy_env(cli))
+    assert results[1] == str(comfy / "models" / "checkpoints" / "here.safetensors")
+    made = calls.read_text().splitlines()
+    assert [c.split()[-2:] for c in made if "catalog" in c] == [["comfyui", "catalog"]]
+    assert [c for c in made if "path" in c.split()] == []  # loads found it on disk
+    assert len([c for c in made if "touch" in c.split()]) == 1  # uses recorded in one batch
+    index = comfy / "models" / ".cmcache" / "index.sqlite3"
+    with sqlite3.connect(index) as db:
+        (count,) = db.execute(
+            "SELECT count FROM usage WHERE filename = 'here.safetensors'"
+        ).fetchone()
+    assert count >= 2  # the pull, then the loads
+
+
+def test_a_broken_cmcache_leaves_comfyui_stock(cli: Cli, comfy: Path) -> None:
+    (comfy / "models" / "loras").mkdir()
+    (comfy / "models" / "loras" / "a.safetensors").write_bytes(b"a")
+    assert cli("comfyui", "install").code == 0
+    record = comfy / "custom_nodes" / "cmcache" / "cmcache.json"
+    conf = json.loads(record.read_text())
+    conf["command"] = [str(comfy / "no-such-cmcache")]
+    record.write_text(json.dumps(conf))
+    results, log = run_comfyui(
+        comfy,
+        [
+            ["list", "loras"],
+            ["full", "loras", "a.safetensors"],
+            ["raise", "checkpoints", "sd_xl_base_1.0.safetensors"],
+        ],
+        comfy_env(cli),
+    )
+    assert results[0] == ["a.safetensors"]
+    assert results[1] == str(comfy / "models" / "loras" / "a.safetensors")
+    assert results[2].startswith("FileNotFoundError")
+    assert log.count("cmcache:") == 1  # one line, not one per call
+
+
+def test_a_queued_prompt_starts_its_downloads(cli: Cli, comfy: Path, origin: Origin) -> None:
+    digests = publish(cli, origin, {"p1.safetensors": MiB, "p2.safetensors": MiB})
+    assert cli("comfyui", "install").code == 0
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "p1.safetensors"}},
+        "5": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "p2.safetensors"}},
+    }
+    (accepted,), _log = run_comfyui(
+        comfy, [["prompt", prompt]], {**comfy_env(cli), "FAKE_SERVER": "1"}
+    )
+    assert accepted
+    folder = comfy / "models" / "checkpoints"
+    wait_for(lambda: all((folder / n).is_file() for n in digests), timeout=60, what="downloads")
+
+
+def test_legacy_folder_names(cli: Cli, comfy: Path, origin: Origin) -> None:
+    publish(cli, origin, {"u.safetensors": 4096}, folder="unet")  # a manifest's old name
+    (comfy / "models" / "unet").mkdir()  # an older ComfyUI layout: unet/ only
+    shown = cli("--json", "show", "unet/u.safetensors").json()["data"]
+    assert shown["ref"] == "diffusion_models/u.safetensors"
+    assert cli("pull", "diffusion_models/u.safetensors").code == 0
+    assert (comfy / "models" / "unet" / "u.safetensors").is_file()
+    assert not (comfy / "models" / "diffusion_models").exists()
+
+
+def test_extra_model_paths_count_as_present_and_are_never_managed(
+    cli: Cli, comfy: Path, origin: Origin, tmp_path: Path
+) -> None:
+    publish(cli, origin, {"ext.safetensors": 4096, "two.safetensors": 4096})
+    shelf = tmp_path / "shelf"
+    (shelf / "ckpts").mkdir(parents=True)
+    (shelf / "more").mkdir()
+    (shelf / "ckpts" / "ext.safetensors").write_bytes(b"theirs")
+    (shelf / "more" / "two.safetensors").write_bytes(b"theirs too")
+    (comfy / "extra_model_paths.yaml").write_text(
+        f"other:\n  base_path: {shelf}\n  is_default: false\n"
+        "  checkpoints: |\n    ckpts\n    more\n"
+    )
+    rows = cli("--json", "list", "--folder", "checkpoints").json()["data"]["models"]
+    states = {r["filename"]: r["state"] for r in rows}
+    assert states["ext.safetensors"] == states["two.safetensors"] == "external"
+    pulled = cli("--json", "pull", "ext.safetensors", "two.safetensors").json()["data"]["results"]
+    assert [r["path"] for r in pulled] == [
+        str(shelf / "ckpts" / "ext.safetensors"),
+        str(shelf / "more" / "two.safetensors"),
+    ]
+    assert origin.requests_for("files/ext.safetensors", "GET") == []
+    assert cli("--json", "path", "ext.safetensors").json()["data"]["path"].startswith(str(shelf))
+    assert cli("prune", "--keep-days", "0").code == 0
+    assert (shelf / "ckpts" / "ext.safetensors").read_bytes() == b"theirs"
+    # ComfyUI reads the same file the same way.
+    (listed,), _log = run_comfyui(comfy, [["list", "checkpoints"]], comfy_env(cli))
+    assert {"ext.safetensors", "two.safetensors"} <= set(listed)
