@@ -184,6 +184,38 @@ def defaults(origin: Origin, base: Path, sizes: list[int], rate: int, reps: int)
     return out
 
 
+def comfyui(origin: Origin, base: Path, entries: int) -> dict[str, Any]:
+    """The node's cost inside ComfyUI's real folder_paths, with and without it, one run."""
+    from tests.comfy import SHARED, make_comfyui, run_comfyui
+
+    if not SHARED.is_dir():
+        return {"skipped": f"no ComfyUI fixture at {SHARED}"}
+    files = {f"c{i:05}.safetensors": ("0" * 64, 1) for i in range(entries)}
+    home = Home(base, origin, files)
+    comfy = make_comfyui(base / "ComfyUI")
+    home.env["CMCACHE_COMFYUI"] = str(comfy)
+    present = comfy / "models" / "checkpoints" / "present.safetensors"
+    present.parent.mkdir(parents=True)
+    present.write_bytes(b"x")
+    env = {k: v for k, v in home.env.items() if not k.startswith("CMCACHE_")}
+    ops: list[list[Any]] = [
+        ["time_first_list", "checkpoints"],
+        ["time_list", "checkpoints", 200],
+        ["time_full", "checkpoints", "present.safetensors", 200],
+    ]
+    stock, _ = run_comfyui(comfy, ops, env)
+    home.run("comfyui", "install")
+    node, _ = run_comfyui(comfy, ops, env)
+    return {
+        "catalog_entries": entries,
+        "first_list_s": node[0],
+        "list_stock_ms": stock[1] * 1000,
+        "list_node_ms": node[1] * 1000,
+        "load_stock_ms": stock[2] * 1000,
+        "load_node_ms": node[2] * 1000,
+    }
+
+
 def verification(origin: Origin, base: Path, size: int, rate: int) -> dict[str, Any]:
     sha = origin.add_random("f/verify.bin", size, seed=1)
     origin.fault("f/verify.bin", rate=rate)
@@ -417,6 +449,21 @@ def report(results: dict[str, Any]) -> None:
                 target,
             )
         )
+    c = results.get("comfyui", {})
+    if c and "skipped" not in c:
+        rows += [
+            (
+                f"ComfyUI listing, {c['catalog_entries']:,} catalog entries (after the first)",
+                f"{c['list_node_ms']:.1f} ms vs {c['list_stock_ms']:.1f} ms stock "
+                f"(first {c['first_list_s']:.2f}s)",
+                "≤ 50 ms added",
+            ),
+            (
+                "ComfyUI load of a present model",
+                f"{c['load_node_ms']:.3f} ms vs {c['load_stock_ms']:.3f} ms stock",
+                "no subprocess",
+            ),
+        ]
     if v:
         rows.append(
             (
@@ -476,7 +523,7 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="throughput defaults verification noop batch memory cache",
+        help="throughput defaults verification noop batch memory cache comfyui",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -504,6 +551,7 @@ def main() -> None:
         "batch": lambda: batch(origin, base, 40 if quick else 200, 8 * MiB, 5),
         "memory": lambda: memory(origin, base, (512 * MiB) if quick else 2 * GiB),
         "cache": lambda: prune_and_list(base, 100_000, 10_000),
+        "comfyui": lambda: comfyui(origin, base, 10_000),
     }
     try:
         for name, run in plan.items():

@@ -52,6 +52,15 @@ for line in sys.stdin:
         for _ in range(op[2]):
             folder_paths.get_filename_list(op[1])
         out.append((time.perf_counter() - started) / op[2])
+    elif op[0] == "time_full":
+        started = time.perf_counter()
+        for _ in range(op[3]):
+            folder_paths.get_full_path(op[1], op[2])
+        out.append((time.perf_counter() - started) / op[3])
+    elif op[0] == "time_first_list":
+        started = time.perf_counter()
+        folder_paths.get_filename_list(op[1])
+        out.append(time.perf_counter() - started)
     elif op[0] == "prompt":
         import server
         body = {"prompt": op[1]}

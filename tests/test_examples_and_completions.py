@@ -54,7 +54,18 @@ def test_example_config_syncs_from_local_paths(cli: Cli) -> None:
     assert cli("show", "juggernaut").code == 0
 
 
-@pytest.mark.parametrize("script", ["ci-image.sh"])
+def test_example_extra_model_paths_reads_as_comfyui_reads_it() -> None:
+    from cmcache.core.comfyui import load_extra_paths
+
+    extra = load_extra_paths((EXAMPLES / "comfyui" / "extra_model_paths.yaml",))
+    assert extra.folders["checkpoints"] == [
+        Path("/mnt/models/checkpoints"),
+        Path("/mnt/models/sdxl"),
+    ]
+    assert extra.folders["diffusion_models"] == [Path("/mnt/models/diffusion_models")]
+
+
+@pytest.mark.parametrize("script", ["ci-image.sh", "comfyui/start-gpu-box.sh"])
 def test_example_scripts_are_valid_bash(script: str) -> None:
     subprocess.run(["bash", "-n", str(EXAMPLES / script)], check=True)
 
