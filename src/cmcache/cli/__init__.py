@@ -24,6 +24,7 @@ def _build() -> typer.Typer:
         daemon_cmds,
         prefetch_cmd,
         prune_cmd,
+        publish_cmd,
         pull_cmd,
         queue_cmds,
         sync_cmd,

@@ -1,0 +1,220 @@
+"""Publish a model folder as cmcache lists and a versions index, for every node to sync.
+
+Files are hashed in parallel (hashlib releases the GIL); a hash is reused while the file's
+size and mtime are those it had at the last publish. A list's version and bytes change only
+when its content does, so `cmcache sync` elsewhere fetches only what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cmcache.adapters.storage.hashing import sha256_file
+from cmcache.core.errors import UsageError
+from cmcache.core.files import remove_quietly, write_atomic
+from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.names import is_plain_name
+from cmcache.core.publishing import (
+    VERSIONS_INDEX,
+    PublishedFile,
+    list_document,
+    md5_of,
+    models_of,
+)
+from cmcache.core.states import ListStatus, ProgressState
+from cmcache.core.targets import Progress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+HASH_CACHE = ".publish-cache.json"
+CACHE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class PublishedList:
+    """One list and what publishing did to it."""
+
+    name: str
+    status: ListStatus
+    version: str
+    files: int
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """Every list's outcome and what the hashing cost."""
+
+    lists: tuple[PublishedList, ...]
+    hashed: int
+    reused: int
+    bytes_hashed: int
+    seconds: float
+    out: Path
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class _Found:
+    folder: str
+    filename: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.folder}/{self.filename}"
+
+
+def publish(
+    directory: Path,
+    base_url: str,
+    out: Path,
+    *,
+    list_by: str = "folder",
+    name: str = "models",
+    dry_run: bool = False,
+    on_progress: Callable[[list[Progress]], None] | None = None,
+) -> PublishReport:
+    """Write ``out/<list>.json`` and ``out/model_versions.json`` for the models in ``directory``.
+
+    Raises:
+        UsageError: a bad directory, URL, list name or file name.
+    """
+    started = time.monotonic()
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a folder")
+    problem = url_problem(base_url)
+    if problem:
+        raise UsageError(f"--base-url: {problem}")
+    if list_by not in ("folder", "one") or not is_plain_name(name):
+        raise UsageError("--list-by is folder or one; --name must match [A-Za-z0-9_.-]+")
+    found = _walk(directory, out)
+    cache = _read_cache(out)
+    fresh = [f for f in found if cache.get(f.key, [None, None])[:2] != [f.size, f.mtime_ns]]
+    digests = {f.key: cache[f.key][2] for f in found if f not in fresh}
+    digests |= _hash_all(fresh, on_progress)
+    files = [PublishedFile(f.folder, f.filename, f.size, digests[f.key]) for f in found]
+    groups: dict[str, list[PublishedFile]] = {}
+    for f in files:
+        groups.setdefault(f.folder if list_by == "folder" else name, []).append(f)
+    lists = _write_lists(out, base_url, groups, dry_run)
+    if not dry_run:
+        entries = {f.key: [f.size, f.mtime_ns, digests[f.key]] for f in found}
+        doc = {"schema": CACHE_SCHEMA, "files": entries}
+        write_atomic(out / HASH_CACHE, json.dumps(doc).encode())
+    return PublishReport(
+        tuple(lists),
+        len(fresh),
+        len(found) - len(fresh),
+        sum(f.size for f in fresh),
+        time.monotonic() - started,
+        out,
+        dry_run,
+    )
+
+
+def _walk(directory: Path, out: Path) -> list[_Found]:
+    """``<folder>/<file>`` under ``directory`` (subfolders kept; hidden names and ``out``
+    skipped)."""
+    found = []
+    skip = out.resolve()
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        if folder.name.startswith(".") or folder.resolve() == skip:
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            filename = relative.as_posix()
+            problem = location_problem(folder.name, filename)
+            if problem:
+                raise UsageError(f"cannot publish {folder.name}/{filename}: {problem}")
+            st = path.stat()
+            found.append(_Found(folder.name, filename, path, st.st_size, st.st_mtime_ns))
+    return found
+
+
+def _read_cache(out: Path) -> dict[str, list[Any]]:
+    try:
+        doc = json.loads((out / HASH_CACHE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("schema") != CACHE_SCHEMA:
+        return {}  # a cache of another shape is only a cache: hash again
+    files = doc.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _hash_all(
+    files: list[_Found], on_progress: Callable[[list[Progress]], None] | None
+) -> dict[str, str]:
+    """sha256 of each file, in parallel; progress reported per file as it goes."""
+    done_bytes: dict[str, int] = dict.fromkeys((f.key for f in files), 0)
+
+    def report() -> None:
+        if on_progress is not None:
+            on_progress(
+                [
+                    Progress(f.key, ProgressState.VERIFYING, done_bytes[f.key], f.size, 0)
+                    for f in files
+                ]
+            )
+
+    def one(f: _Found) -> tuple[str, str]:
+        def seen(n: int) -> None:
+            done_bytes[f.key] += n
+
+        return f.key, sha256_file(f.path, seen)
+
+    workers = max(1, min(len(files), os.cpu_count() or 1))
+    results: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmcache-hash") as pool:
+        for key, sha in pool.map(one, files):
+            results[key] = sha
+            report()
+    return results
+
+
+def _write_lists(
+    out: Path, base_url: str, groups: dict[str, list[PublishedFile]], dry_run: bool
+) -> list[PublishedList]:
+    index_path = out / VERSIONS_INDEX
+    try:
+        old_index: dict[str, Any] = json.loads(index_path.read_bytes())
+    except (OSError, ValueError):
+        old_index = {}
+    stamp = time.strftime("%Y.%m.%d.%H%M%S", time.gmtime())
+    index: dict[str, dict[str, str]] = {}
+    outcomes: list[PublishedList] = []
+    for list_name, files in sorted(groups.items()):
+        path = out / f"{list_name}.json"
+        old = path.read_bytes() if path.is_file() else None
+        old_version = str(old_index.get(list_name, {}).get("version", ""))
+        candidate = list_document(list_name, old_version, base_url, files)
+        if old is not None and list_name in old_index and models_of(old) == models_of(candidate):
+            body, status, version = old, ListStatus.UNCHANGED, old_version
+        else:
+            version = stamp
+            body = list_document(list_name, version, base_url, files)
+            status = ListStatus.UPDATED if list_name in old_index else ListStatus.ADDED
+            if not dry_run:
+                write_atomic(path, body)
+        index[list_name] = {"url": path.name, "md5": md5_of(body), "version": version}
+        outcomes.append(PublishedList(list_name, status, version, len(files)))
+    for list_name in sorted(set(old_index) - set(groups)):
+        outcomes.append(PublishedList(list_name, ListStatus.REMOVED, "", 0))
+        if not dry_run:
+            remove_quietly(out / f"{list_name}.json")
+    body = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
+    unchanged = index_path.is_file() and index_path.read_bytes() == body
+    if not dry_run and not unchanged:  # lists first, then the index that names their MD5s
+        write_atomic(index_path, body)
+    return outcomes
