@@ -22,6 +22,7 @@ def _build() -> typer.Typer:
         comfyui_cmds,
         config_cmds,
         daemon_cmds,
+        metrics_cmd,
         prefetch_cmd,
         prune_cmd,
         publish_cmd,

@@ -40,6 +40,7 @@ def path(
             PullOptions(priority=PRIORITIES["high"]),
             dry_run=no_download,
             show_outcomes=False,  # stdout carries the path alone
+            lookup="path",
         )
     (outcome,) = report.outcomes
     if outcome.outcome == PullOutcome.PLANNED:

@@ -22,6 +22,7 @@ def pull_with_progress(
     force: bool = False,
     dry_run: bool = False,
     show_outcomes: bool = True,
+    lookup: str = "pull",
 ) -> PullReport:
     """Pull with progress bars (on a terminal) or plain progress lines (off one)."""
     from cmcache.cli.progress import PullProgress
@@ -29,5 +30,12 @@ def pull_with_progress(
 
     with PullProgress(out, show_outcomes=show_outcomes) as progress:
         return pull_with_engine(
-            settings, cache, targets, opts, progress.hooks(), force=force, dry_run=dry_run
+            settings,
+            cache,
+            targets,
+            opts,
+            progress.hooks(),
+            force=force,
+            dry_run=dry_run,
+            lookup=lookup,
         )

@@ -61,7 +61,7 @@ def _answer(command: str, refs: list[str], options: dict[str, str | bool]) -> in
     settings = load_settings(
         config_flag=flag("--config"), root_flag=flag("--root"), comfyui_flag=flag("--comfyui")
     )
-    targets = cached_paths(settings, refs)
+    targets = cached_paths(settings, refs, command)
     if targets is None:
         return None
     if command == "path":

@@ -100,6 +100,8 @@ def execute(
             index.mark_removing(c.folder, c.filename)
             _remove_model(store, c.folder, c.filename)
             index.forget_file(c.folder, c.filename)
+            index.bump("prune_removed_files")
+            index.bump("prune_freed_bytes", by=c.size)
             removed.append(c)
         finally:
             lock.release()

@@ -18,9 +18,10 @@ from cmcache.services.catalog import extra_paths
 from cmcache.services.placement import Placement, placement_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from cmcache.adapters.aria2.link import EngineLink
+    from cmcache.adapters.storage.index import Index
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
     from cmcache.core.comfyui import ExtraPaths
@@ -122,6 +123,7 @@ def pull(
     dry_run: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
     extra: ExtraPaths | None = None,
+    lookup: str = "pull",
 ) -> PullReport:
     """Skip present targets (no network, no daemon), in root or in ComfyUI's extra model
     paths; download the rest."""
@@ -157,7 +159,26 @@ def pull(
     elif missing:
         for outcome in make_downloader().run(missing, replace(opts, force=force)):
             outcomes[outcome.target.ref] = outcome
-    return PullReport(tuple(outcomes[t.ref] for t in targets))
+    report = PullReport(tuple(outcomes[t.ref] for t in targets))
+    if not dry_run:
+        count_outcomes(placement.index, report.outcomes, lookup)
+    return report
+
+
+def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:
+    """Feed `cmcache metrics`: hits and misses of this lookup, bytes and time downloaded."""
+    if index.readonly:
+        return
+    for o in outcomes:
+        if o.outcome == PullOutcome.CACHED:
+            index.bump("lookups", f"command={lookup},result=hit")
+        elif o.outcome == PullOutcome.DOWNLOADED:
+            index.bump("lookups", f"command={lookup},result=miss")
+            index.bump("downloaded_bytes", "source=origin", o.bytes)
+            index.bump("downloads")
+            index.bump("download_seconds", by=o.seconds)
+        elif o.outcome == PullOutcome.FAILED:
+            index.bump("download_failures")
 
 
 def pull_with_engine(
@@ -169,8 +190,10 @@ def pull_with_engine(
     *,
     force: bool = False,
     dry_run: bool = False,
+    lookup: str = "pull",
 ) -> PullReport:
-    """Pull through aria2; a private daemon left idle is stopped afterwards."""
+    """Pull through aria2; a private daemon left idle is stopped afterwards. ``lookup`` names
+    the command for the hit and miss counters."""
     from cmcache.adapters.aria2.link import EngineLink
 
     link = EngineLink(settings, keep=opts.detach)
@@ -184,6 +207,7 @@ def pull_with_engine(
             dry_run=dry_run,
             on_outcome=hooks.on_outcome,
             extra=extra_paths(settings),
+            lookup=lookup,
         )
     finally:
         link.finish()
@@ -200,7 +224,7 @@ def make_downloader(
     return Downloader(settings, cache.store, Placement(cache.index), link, resolver, hooks)
 
 
-def cached_paths(settings: Settings, refs: list[str]) -> list[Target] | None:
+def cached_paths(settings: Settings, refs: list[str], lookup: str) -> list[Target] | None:
     """Targets of ``refs`` when every one is placed and unchanged (uses recorded), else None.
 
     The no-op answer of ``path`` and ``pull``: no network, no engine, no hashing.
@@ -223,6 +247,7 @@ def cached_paths(settings: Settings, refs: list[str]) -> list[Target] | None:
         if not index.readonly:  # a read-only root can still answer; it cannot remember
             for target in targets:
                 index.record_use(target.entry.folder, target.entry.filename)
+            index.bump("lookups", f"command={lookup},result=hit", len(targets))
     finally:
         index.close()
     return targets

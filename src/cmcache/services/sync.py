@@ -107,7 +107,10 @@ def sync_sources(
                 emit(ListReport(stale, name, ListStatus.REMOVED, rec.version, "", 0))
             if not check:
                 store.drop_source(stale)
-    return SyncReport(tuple(reports), check)
+    report = SyncReport(tuple(reports), check)
+    if not check:
+        store.record_sync(ok=not report.failed)
+    return report
 
 
 def _sync_index(job: _Job, source: Source, emit: Progress) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MANAGED = (
     "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
     "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
 CREATE TABLE IF NOT EXISTS pins (
     folder TEXT NOT NULL, filename TEXT NOT NULL, PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '', value REAL NOT NULL,
+    PRIMARY KEY (name, labels)
 );
 CREATE TABLE IF NOT EXISTS jobs (
     gid TEXT NOT NULL, rpc TEXT NOT NULL, folder TEXT NOT NULL, filename TEXT NOT NULL,
@@ -181,6 +185,7 @@ class Index:
                     f"index {self.path} has schema {version}; this cmcache knows {SCHEMA_VERSION}",
                     hint="upgrade cmcache",
                 )
+            # 3 adds the counters table, which the script above creates.
             if version == 1:  # 2 remembers the origin's validators of each download
                 for column in ("etag", "last_modified"):
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
@@ -283,6 +288,24 @@ class Index:
     def use_log_size(self) -> int:
         """Per-use rows kept."""
         return int(self._db.execute("SELECT count(*) FROM use_log").fetchone()[0])
+
+    def bump(self, name: str, labels: str = "", by: float = 1.0) -> None:
+        """Add ``by`` to a counter (what `cmcache metrics` reports)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (name, labels) DO UPDATE "
+                "SET value = value + excluded.value",
+                (name, labels, by),
+            )
+
+    def counters(self) -> list[tuple[str, str, float]]:
+        """Every counter: (name, labels, value)."""
+        rows = self._db.execute("SELECT name, labels, value FROM counters ORDER BY name, labels")
+        return [(r["name"], r["labels"], float(r["value"])) for r in rows]
+
+    def pinned_count(self) -> int:
+        """How many models are pinned."""
+        return int(self._db.execute("SELECT count(*) FROM pins").fetchone()[0])
 
     def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
         """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,19 @@ class ManifestStore:
 
     def _touch_stamp(self) -> None:
         write_atomic(self.stamp, b"")
+
+    def record_sync(self, *, ok: bool) -> None:
+        """Remember when the last sync ran and whether every list came through."""
+        doc = {"schema": META_SCHEMA, "at": time.time(), "ok": ok}
+        write_atomic(self.base / "last_sync.json", json.dumps(doc).encode())
+
+    def last_sync(self) -> tuple[float, bool] | None:
+        """(when, ok) of the last sync, if one ran."""
+        try:
+            doc = json.loads((self.base / "last_sync.json").read_bytes())
+            return float(doc["at"]), bool(doc["ok"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def sources(self) -> list[str]:
         """Names of the sources that have anything stored."""
