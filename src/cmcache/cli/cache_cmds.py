@@ -30,19 +30,20 @@ def path(
 
     st = state()
     settings = st.settings()
-    (target,) = resolve_refs(settings, [ref])
+    targets = resolve_refs(settings, [ref], siblings=True)  # a bundle member brings its archive
+    target = targets[0]
     with open_cache(settings) as cache:
         report = pull_with_progress(
             settings,
             cache,
-            [target],
+            targets,
             st.out,
             PullOptions(priority=PRIORITIES["high"]),
             dry_run=no_download,
             show_outcomes=False,  # stdout carries the path alone
             lookup="path",
         )
-    (outcome,) = report.outcomes
+    outcome = report.outcomes[0]
     if outcome.outcome == PullOutcome.PLANNED:
         raise DownloadError(
             f"{target.ref} is not present (--no-download)",

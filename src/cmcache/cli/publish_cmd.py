@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.core.errors import UsageError
 from cmcache.core.sizes import format_size
 
 
@@ -27,6 +28,10 @@ def publish(
     name: Annotated[
         str, typer.Option("--name", help="The list's name with --list-by one.")
     ] = "models",
+    bundle: Annotated[
+        list[str] | None,
+        typer.Option("--bundle", help="NAME=GLOB: pack matching files (folder/file) in one zip."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Hash and report; write nothing.")
     ] = False,
@@ -37,6 +42,12 @@ def publish(
 
     st = state()
     target = out or directory
+    bundles = {}
+    for spec in bundle or []:
+        bundle_name, eq, pattern = spec.partition("=")
+        if not eq or not pattern:
+            raise UsageError(f"--bundle {spec!r}: expected NAME=GLOB, e.g. pack=loras/pack/*")
+        bundles[bundle_name] = pattern
     with PullProgress(st.out, show_outcomes=False) as progress:
         report = run_publish(
             directory,
@@ -44,6 +55,7 @@ def publish(
             target,
             list_by=list_by,
             name=name,
+            bundles=bundles,
             dry_run=dry_run,
             on_progress=progress.update,
         )

@@ -87,6 +87,10 @@ class Catalog:
                 hits.append(entry)
         return hits
 
+    def bundle_members(self, name: str) -> list[Entry]:
+        """The entries of the bundle called ``name`` (empty when there is none)."""
+        return [e for e in self.unique_entries() if e.bundle is not None and e.bundle.name == name]
+
     def _unique(self, entries: list[Entry]) -> list[Entry]:
         """One entry per ref, always the highest-priority one (the source listed first)."""
         return [self._by_ref[ref] for ref in dict.fromkeys(e.ref for e in entries)]

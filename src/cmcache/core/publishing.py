@@ -22,10 +22,31 @@ class PublishedFile:
     sha256: str
 
 
-def list_document(name: str, version: str, base_url: str, files: list[PublishedFile]) -> bytes:
+@dataclass(frozen=True)
+class PublishedBundle:
+    """An archive of several published files, listed as one bundle entry."""
+
+    name: str
+    sha256: str
+    size: int
+    members: tuple[PublishedFile, ...]
+
+    @property
+    def path(self) -> str:
+        """Where it lives under the published folder."""
+        return f"bundles/{self.name}.zip"
+
+
+def list_document(
+    name: str,
+    version: str,
+    base_url: str,
+    files: list[PublishedFile],
+    bundles: list[PublishedBundle] | None = None,
+) -> bytes:
     """A cmcache-format list; the same files give the same bytes (sorted, stable JSON)."""
     base = base_url.rstrip("/")
-    models = [
+    models: list[dict[str, Any]] = [
         {
             "folder": f.folder,
             "filename": f.filename,
@@ -35,6 +56,21 @@ def list_document(name: str, version: str, base_url: str, files: list[PublishedF
         }
         for f in sorted(files, key=lambda f: (f.folder, f.filename))
     ]
+    for bundle in sorted(bundles or [], key=lambda b: b.name):
+        members = [
+            {"folder": f.folder, "filename": f.filename, "sha256": f.sha256, "size": f.size}
+            for f in bundle.members
+        ]
+        models.append(
+            {
+                "bundle": bundle.name,
+                "url": f"{base}/{quote(bundle.path)}",
+                "format": "zip",
+                "sha256": bundle.sha256,
+                "size": bundle.size,
+                "members": members,
+            }
+        )
     doc = {"schema": 1, "name": name, "version": version, "models": models}
     return (json.dumps(doc, indent=1, sort_keys=False) + "\n").encode()
 

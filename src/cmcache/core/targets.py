@@ -20,6 +20,7 @@ class Target:
     entry: Entry
     final: Path
     staging: Path
+    archive: bool = False  # a bundle's archive: verified and kept for unpacking, not managed
 
     @property
     def ref(self) -> str:

@@ -28,7 +28,7 @@ from cmcache.core.files import remove_quietly
 from cmcache.core.states import ProgressState, PullOutcome, TransferStatus
 from cmcache.core.targets import Outcome, Progress, PullHooks, PullOptions, Target
 from cmcache.services.in_flight import Live, NextStep, origin_changed
-from cmcache.services.placement import Placement, hash_file
+from cmcache.services.placement import Placement, hash_file, move_verified
 from cmcache.services.priority import rebalance
 
 if TYPE_CHECKING:
@@ -310,29 +310,25 @@ class Downloader:
     def _placed(self, live: Live) -> None:
         assert live.verifying is not None
         target = live.target
+        sha, size = hashed = live.verifying.result()
         try:
-            record = self.placement.commit(
-                target,
-                live.verifying.result(),
-                live.expected_size,
-                live.expected_sha,
-                target.entry.urls[0],
-            )
+            if target.archive:  # a bundle's archive: kept for unpacking, never managed
+                move_verified(target, hashed, live.expected_size, live.expected_sha)
+            else:
+                self.placement.commit(
+                    target, hashed, live.expected_size, live.expected_sha, target.entry.urls[0]
+                )
         except (IntegrityError, OSError) as exc:
             remove_quietly(target.staging, target.control)
             code = exc.exit_code if isinstance(exc, CmcacheError) else ExitCode.CACHE
             text = exc.message if isinstance(exc, CmcacheError) else f"{target.ref}: {exc}"
             self._fail(live, code, text + "; nothing was placed")
             return
-        self.index.record_use(target.entry.folder, target.entry.filename)
+        if not target.archive:
+            self.index.record_use(target.entry.folder, target.entry.filename)
         self.index.forget_job(target.entry.folder, target.entry.filename)
-        outcome = Outcome(
-            target,
-            PullOutcome.DOWNLOADED,
-            record.size,
-            time.monotonic() - live.started,
-            record.sha256,
-        )
+        seconds = time.monotonic() - live.started
+        outcome = Outcome(target, PullOutcome.DOWNLOADED, size, seconds, sha)
         self._finish(live, outcome)
 
     # ------------------------------------------------------------ bookkeeping
@@ -361,7 +357,8 @@ class Downloader:
 
     def _finish(self, live: Live, outcome: Outcome) -> None:
         self._done[live.target.entry.ref] = outcome
-        self.hooks.on_outcome(outcome)
+        if not live.target.archive:  # a bundle's members are reported once unpacked
+            self.hooks.on_outcome(outcome)
         self._live.pop(live.target.entry.ref, None)
         live.lock.release()
 

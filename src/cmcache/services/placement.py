@@ -148,14 +148,26 @@ class Placement:
             IntegrityError: its size or sha256 is not the expected one (nothing is placed).
             OSError: the move failed.
         """
-        sha, size = hashed
-        problem = mismatch(want_size, want_sha, size, sha)
-        if problem is not None:
-            raise IntegrityError(f"{target.ref}: {problem}", ref=target.ref)
-        target.final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(target.staging, target.final)
+        move_verified(target, hashed, want_size, want_sha)
         entry = target.entry
-        return self.record(entry.folder, entry.filename, target.final, sha, entry.source, url)
+        return self.record(entry.folder, entry.filename, target.final, hashed[0], entry.source, url)
+
+
+def move_verified(
+    target: Target, hashed: tuple[str, int], want_size: int | None, want_sha: str | None
+) -> None:
+    """Move a finished staging file to its final path if its size and sha256 are right.
+
+    Raises:
+        IntegrityError: they are not (nothing is moved).
+        OSError: the move failed.
+    """
+    sha, size = hashed
+    problem = mismatch(want_size, want_sha, size, sha)
+    if problem is not None:
+        raise IntegrityError(f"{target.ref}: {problem}", ref=target.ref)
+    target.final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(target.staging, target.final)
 
 
 def placement_for(settings: Settings, index: Index) -> Placement:

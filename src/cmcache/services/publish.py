@@ -7,9 +7,12 @@ when its content does, so `cmcache sync` elsewhere fetches only what changed.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,7 @@ from cmcache.core.manifest.safety import location_problem, url_problem
 from cmcache.core.names import is_plain_name
 from cmcache.core.publishing import (
     VERSIONS_INDEX,
+    PublishedBundle,
     PublishedFile,
     list_document,
     md5_of,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 HASH_CACHE = ".publish-cache.json"
+BUNDLES_LIST = "bundles"  # with --list-by folder, bundles get a list of their own
 CACHE_SCHEMA = 1
 
 
@@ -80,6 +85,7 @@ def publish(
     *,
     list_by: str = "folder",
     name: str = "models",
+    bundles: dict[str, str] | None = None,
     dry_run: bool = False,
     on_progress: Callable[[list[Progress]], None] | None = None,
 ) -> PublishReport:
@@ -102,10 +108,16 @@ def publish(
     digests = {f.key: cache[f.key][2] for f in found if f not in fresh}
     digests |= _hash_all(fresh, on_progress)
     files = [PublishedFile(f.folder, f.filename, f.size, digests[f.key]) for f in found]
+    packed = _bundles(directory, out, files, bundles or {}, dry_run)
+    in_bundles = {(f.folder, f.filename) for b in packed for f in b.members}
     groups: dict[str, list[PublishedFile]] = {}
     for f in files:
-        groups.setdefault(f.folder if list_by == "folder" else name, []).append(f)
-    lists = _write_lists(out, base_url, groups, dry_run)
+        if (f.folder, f.filename) not in in_bundles:
+            groups.setdefault(f.folder if list_by == "folder" else name, []).append(f)
+    bundle_list = BUNDLES_LIST if list_by == "folder" else name
+    if packed:
+        groups.setdefault(bundle_list, [])
+    lists = _write_lists(out, base_url, groups, {bundle_list: packed}, dry_run)
     if not dry_run:
         entries = {f.key: [f.size, f.mtime_ns, digests[f.key]] for f in found}
         doc = {"schema": CACHE_SCHEMA, "files": entries}
@@ -125,9 +137,9 @@ def _walk(directory: Path, out: Path) -> list[_Found]:
     """``<folder>/<file>`` under ``directory`` (subfolders kept; hidden names and ``out``
     skipped)."""
     found = []
-    skip = out.resolve()
+    skip = {out.resolve(), (out / "bundles").resolve()}  # what publishing itself writes
     for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
-        if folder.name.startswith(".") or folder.resolve() == skip:
+        if folder.name.startswith(".") or folder.resolve() in skip:
             continue
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             relative = path.relative_to(folder)
@@ -183,8 +195,55 @@ def _hash_all(
     return results
 
 
+def _bundles(
+    directory: Path, out: Path, files: list[PublishedFile], specs: dict[str, str], dry_run: bool
+) -> list[PublishedBundle]:
+    """Pack the files each ``NAME=GLOB`` matches into ``out/bundles/NAME.zip`` (stored, not
+    compressed: weights do not shrink). An archive whose members did not change is kept."""
+    packed = []
+    for bundle_name, pattern in sorted(specs.items()):
+        if not is_plain_name(bundle_name):
+            raise UsageError(f"--bundle {bundle_name}: a name must match [A-Za-z0-9_.-]+")
+        members = tuple(f for f in files if fnmatch.fnmatch(f"{f.folder}/{f.filename}", pattern))
+        if not members:
+            raise UsageError(f"--bundle {bundle_name}={pattern}: no file matches")
+        archive = out / "bundles" / f"{bundle_name}.zip"
+        manifest = out / "bundles" / f"{bundle_name}.members.json"
+        fingerprint = json.dumps([[f.folder, f.filename, f.sha256] for f in members]).encode()
+        if archive.is_file() and manifest.is_file() and manifest.read_bytes() == fingerprint:
+            sha, size = sha256_file(archive), archive.stat().st_size
+        elif dry_run:
+            sha, size = "0" * 64, sum(f.size for f in members)
+        else:
+            sha, size = _zip(directory, members, archive)
+            write_atomic(manifest, fingerprint)
+        packed.append(PublishedBundle(bundle_name, sha, size, members))
+    return packed
+
+
+def _zip(directory: Path, members: tuple[PublishedFile, ...], archive: Path) -> tuple[str, int]:
+    """Write a stored zip of ``members`` atomically; its (sha256, size)."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for f in members:
+            info = zipfile.ZipInfo(f"{f.folder}/{f.filename}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with (
+                (directory / f.folder / f.filename).open("rb") as src,
+                zf.open(info, "w", force_zip64=True) as dst,
+            ):
+                shutil.copyfileobj(src, dst, 8 << 20)
+    partial.replace(archive)
+    return sha256_file(archive), archive.stat().st_size
+
+
 def _write_lists(
-    out: Path, base_url: str, groups: dict[str, list[PublishedFile]], dry_run: bool
+    out: Path,
+    base_url: str,
+    groups: dict[str, list[PublishedFile]],
+    bundles: dict[str, list[PublishedBundle]],
+    dry_run: bool,
 ) -> list[PublishedList]:
     index_path = out / VERSIONS_INDEX
     try:
@@ -198,17 +257,19 @@ def _write_lists(
         path = out / f"{list_name}.json"
         old = path.read_bytes() if path.is_file() else None
         old_version = str(old_index.get(list_name, {}).get("version", ""))
-        candidate = list_document(list_name, old_version, base_url, files)
+        packed = bundles.get(list_name, [])
+        candidate = list_document(list_name, old_version, base_url, files, packed)
         if old is not None and list_name in old_index and models_of(old) == models_of(candidate):
             body, status, version = old, ListStatus.UNCHANGED, old_version
         else:
             version = stamp
-            body = list_document(list_name, version, base_url, files)
+            body = list_document(list_name, version, base_url, files, packed)
             status = ListStatus.UPDATED if list_name in old_index else ListStatus.ADDED
             if not dry_run:
                 write_atomic(path, body)
         index[list_name] = {"url": path.name, "md5": md5_of(body), "version": version}
-        outcomes.append(PublishedList(list_name, status, version, len(files)))
+        count = len(files) + sum(len(b.members) for b in packed)
+        outcomes.append(PublishedList(list_name, status, version, count))
     for list_name in sorted(set(old_index) - set(groups)):
         outcomes.append(PublishedList(list_name, ListStatus.REMOVED, "", 0))
         if not dry_run:

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 
 
 def resolve_targets(
-    catalog: Catalog, store: ModelStore, refs: list[str], folder: str | None = None
+    catalog: Catalog,
+    store: ModelStore,
+    refs: list[str],
+    folder: str | None = None,
+    *,
+    siblings: bool = False,
 ) -> list[Target]:
     """Turn refs into targets; every unknown ref is reported at once, before any download.
 
@@ -46,6 +51,10 @@ def resolve_targets(
         if is_url(ref):
             entries.append(_adhoc(ref, folder))
             continue
+        members = catalog.bundle_members(ref)
+        if members:  # a bundle's name: all of it
+            entries += members
+            continue
         try:
             entries.append(catalog.resolve(ref))
         except RefError as exc:
@@ -58,16 +67,23 @@ def resolve_targets(
             ref=problems[0].ref,
             candidates=tuple(c for p in problems for c in p.candidates),
         )
+    for entry in list(entries) if siblings else ():  # to download a member is to fetch all
+        if entry.bundle is not None:
+            entries += [s for r in entry.bundle.members if (s := catalog.get(r)) is not None]
     unique = {e.ref: e for e in entries}
     return [store.target(e) for e in unique.values()]
 
 
-def resolve_refs(settings: Settings, refs: list[str], folder: str | None = None) -> list[Target]:
-    """Targets for refs of this configuration's catalog and root (see ``resolve_targets``)."""
+def resolve_refs(
+    settings: Settings, refs: list[str], folder: str | None = None, *, siblings: bool = False
+) -> list[Target]:
+    """Targets for refs of this configuration's catalog and root (see ``resolve_targets``);
+    ``siblings`` adds the other members of a bundle a ref belongs to (they share one archive)."""
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.services.catalog import load_catalog
 
-    return resolve_targets(load_catalog(settings), ModelStore(settings.cache.root), refs, folder)
+    store = ModelStore(settings.cache.root)
+    return resolve_targets(load_catalog(settings), store, refs, folder, siblings=siblings)
 
 
 def pull_request(
@@ -77,7 +93,7 @@ def pull_request(
     nothing can supply. Unknown refs raise; unknown workflow models are reported."""
     from cmcache.services.workflow import plan_workflows
 
-    targets = resolve_refs(settings, refs, folder) if refs else []
+    targets = resolve_refs(settings, refs, folder, siblings=True) if refs else []
     unknown: tuple[Unknown, ...] = ()
     if workflows:
         plan = plan_workflows(settings, workflows)
@@ -157,12 +173,42 @@ def pull(
         for target in missing:
             outcomes[target.ref] = Outcome(target, PullOutcome.PLANNED)
     elif missing:
-        for outcome in make_downloader().run(missing, replace(opts, force=force)):
+        downloader = make_downloader()
+        for outcome in _download(downloader, missing, replace(opts, force=force), on_outcome):
             outcomes[outcome.target.ref] = outcome
     report = PullReport(tuple(outcomes[t.ref] for t in targets))
     if not dry_run:
         count_outcomes(placement.index, report.outcomes, lookup)
     return report
+
+
+def _download(
+    downloader: Downloader,
+    targets: list[Target],
+    opts: PullOptions,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> list[Outcome]:
+    """Download plain targets and bundle archives side by side, then unpack the archives."""
+    from cmcache.services.bundles import archive_target, by_bundle, unpack
+
+    plain = [t for t in targets if t.entry.bundle is None]
+    bundles = by_bundle([t for t in targets if t.entry.bundle is not None])
+    archives = {url: archive_target(downloader.store, members) for url, members in bundles.items()}
+    outcomes = []
+    for outcome in downloader.run([*plain, *archives.values()], opts):
+        if not outcome.target.archive:
+            outcomes.append(outcome)
+            continue
+        members = bundles[outcome.target.entry.urls[0]]
+        if outcome.outcome == PullOutcome.DOWNLOADED:
+            unpacked = unpack(outcome, members, downloader.placement)
+        else:  # failed or queued: every member shares the archive's fate
+            unpacked = [replace(outcome, target=m) for m in members]
+        for member in unpacked:
+            if on_outcome:
+                on_outcome(member)
+        outcomes += unpacked
+    return outcomes
 
 
 def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:

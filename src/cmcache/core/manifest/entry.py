@@ -7,6 +7,18 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Bundle:
+    """One archive (zip or tar) that carries several models, each verified on its own."""
+
+    name: str
+    url: str
+    sha256: str
+    size: int | None
+    format: str  # zip | tar
+    members: tuple[str, ...]  # the refs it holds
+
+
+@dataclass(frozen=True)
 class Entry:
     """One model file a manifest knows about."""
 
@@ -22,6 +34,7 @@ class Entry:
     description: str = ""
     source: str = ""
     list_name: str = ""
+    bundle: Bundle | None = None  # set when the file arrives inside an archive
 
     @property
     def ref(self) -> str:
@@ -36,7 +49,10 @@ class Entry:
 
 def entry_to_dict(entry: Entry) -> dict[str, Any]:
     """A validated entry as plain JSON data."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in entry.__dict__.items()}
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.__dict__.items()}
+    if entry.bundle is not None:
+        data["bundle"] = {**entry.bundle.__dict__, "members": list(entry.bundle.members)}
+    return data
 
 
 def entry_from_dict(data: dict[str, Any]) -> Entry:
@@ -54,4 +70,11 @@ def entry_from_dict(data: dict[str, Any]) -> Entry:
         description=data.get("description", ""),
         source=data.get("source", ""),
         list_name=data.get("list_name", ""),
+        bundle=_bundle_from_dict(data.get("bundle")),
     )
+
+
+def _bundle_from_dict(data: Any) -> Bundle | None:
+    if not isinstance(data, dict):
+        return None
+    return Bundle(**{**data, "members": tuple(data["members"])})

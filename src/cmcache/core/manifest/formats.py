@@ -9,7 +9,7 @@ from typing import Any
 
 from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError
-from cmcache.core.manifest.entry import Entry
+from cmcache.core.manifest.entry import Bundle, Entry
 from cmcache.core.manifest.safety import location_problem, url_problem
 from cmcache.core.names import SHA256_RE
 from cmcache.core.sizes import parse_size
@@ -81,25 +81,39 @@ def parse_manifest(
     seen: set[str] = set()
     for ident, build in raw_entries:
         try:
-            entry = build()
+            built = build()
         except ValueError as exc:
             warnings.append(f"list {list_name!r}, entry {ident}: {exc}; skipped")
             continue
-        entry = replace(entry, folder=modern_folder(entry.folder))  # unet ≡ diffusion_models
-        problem = location_problem(entry.folder, entry.filename) or next(
-            (p for u in entry.urls if (p := url_problem(u))), None
+        group = [replace(e, folder=modern_folder(e.folder)) for e in _as_list(built)]
+        problem = next(
+            (
+                p
+                for e in group
+                if (p := location_problem(e.folder, e.filename) or _urls_problem(e.urls))
+            ),
+            None,
         )
-        if problem:
+        if problem:  # a bundle stands or falls whole
             warnings.append(f"list {list_name!r}, entry {ident}: {problem}; skipped")
             continue
-        if entry.ref in seen:
-            warnings.append(
-                f"list {list_name!r}, entry {ident}: {entry.ref} appears twice; skipped"
-            )
-            continue
-        seen.add(entry.ref)
-        entries.append(replace(entry, source=source, list_name=list_name))
+        for entry in group:
+            if entry.ref in seen:
+                warnings.append(
+                    f"list {list_name!r}, entry {ident}: {entry.ref} appears twice; skipped"
+                )
+                continue
+            seen.add(entry.ref)
+            entries.append(replace(entry, source=source, list_name=list_name))
     return ParsedList(fmt, version, tuple(entries), tuple(warnings))
+
+
+def _as_list(built: Entry | list[Entry]) -> list[Entry]:
+    return built if isinstance(built, list) else [built]
+
+
+def _urls_problem(urls: tuple[str, ...]) -> str | None:
+    return next((p for u in urls if (p := url_problem(u))), None)
 
 
 def detect_format(doc: Any, list_name: str) -> str:
@@ -140,7 +154,10 @@ def _read_cmcache(doc: Any, list_name: str) -> tuple[str, RawEntries]:
     def entries() -> RawEntries:
         for number, item in enumerate(models, start=1):
             ident = _ident(item, number)
-            yield ident, lambda item=item: _entry_from_object(item, None, None)
+            if isinstance(item, dict) and "bundle" in item:
+                yield ident, lambda item=item: _bundle_entries(item)
+            else:
+                yield ident, lambda item=item: _entry_from_object(item, None, None)
 
     return str(doc.get("version", "")), entries()
 
@@ -246,6 +263,42 @@ def _entry_from_object(obj: Any, folder: str | None, filename: str | None) -> En
         tags=_texts(obj, "tags"),
         description=_text(obj, "description"),
     )
+
+
+def _bundle_entries(obj: dict[str, Any]) -> list[Entry]:
+    """The members of a bundle entry, each an Entry that knows its archive."""
+    name, url = _text(obj, "bundle"), _text(obj, "url")
+    sha = _sha256_of(obj.get("sha256"))
+    if not name or not url or sha is None:
+        raise ValueError("a bundle needs a name (bundle), a url and a sha256")
+    fmt = _text(obj, "format") or ("zip" if url.lower().split("?")[0].endswith(".zip") else "tar")
+    if fmt not in ("zip", "tar"):
+        raise ValueError(f"bundle format must be zip or tar, got {fmt!r}")
+    size, exact = _size_of(obj.get("size"))
+    members = obj.get("members")
+    if not isinstance(members, list) or not members:
+        raise ValueError("a bundle needs a non-empty members list")
+    entries = []
+    for member in members:
+        if not isinstance(member, dict):
+            raise ValueError("each bundle member must be an object")
+        member_sha, (member_size, member_exact) = member.get("sha256"), _size_of(member.get("size"))
+        if _sha256_of(member_sha) is None or member_size is None or not member_exact:
+            raise ValueError("each bundle member needs its sha256 and exact size")
+        entries.append(
+            Entry(
+                folder=_text(member, "folder"),
+                filename=_text(member, "filename"),
+                urls=(url,),
+                sha256=_sha256_of(member_sha),
+                size=member_size,
+                description=_text(obj, "description"),
+                tags=("bundle", name),
+            )
+        )
+    refs = tuple(f"{modern_folder(e.folder)}/{e.filename}" for e in entries)
+    bundle = Bundle(name, url, sha, size if exact else None, fmt, refs)
+    return [replace(e, bundle=bundle) for e in entries]
 
 
 def manager_location(save_path: str, model_type: str, filename: str) -> tuple[str, str]:
