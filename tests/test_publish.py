@@ -87,8 +87,7 @@ def test_one_list_a_dry_run_and_bad_input(cli: Cli, tmp_path: Path) -> None:
     folder = tmp_path / "models"
     make_folder(folder)
     out = tmp_path / "out"
-    dry = cli(
-        "--json",
+    args = [
         "publish",
         str(folder),
         "--base-url",
@@ -99,24 +98,13 @@ def test_one_list_a_dry_run_and_bad_input(cli: Cli, tmp_path: Path) -> None:
         "one",
         "--name",
         "all",
-        "--dry-run",
-    )
+    ]
+    dry = cli("--json", *args, "--dry-run")
     assert dry.code == 0 and dry.json()["data"]["lists"][0]["name"] == "all"
     assert not out.exists()
     assert cli("publish", str(folder), "--base-url", "ftp://nope/x").code == 2
     assert cli("publish", str(tmp_path / "none"), "--base-url", "https://m.example").code == 2
-    wrote = cli(
-        "publish",
-        str(folder),
-        "--base-url",
-        "https://m.example/x",
-        "--out",
-        str(out),
-        "--list-by",
-        "one",
-        "--name",
-        "all",
-    )
+    wrote = cli(*args)
     assert wrote.code == 0
     listing = json.loads((out / "all.json").read_text())
     assert len(listing["models"]) == 5

@@ -71,15 +71,9 @@ class ProgressState(_Names):
     FAILED = "failed"
 
 
-class QueueState(_Names):
-    """A queued job as `status` shows it: aria2's status, or why there is none."""
+class QueueGap(_Names):
+    """Why `status` has no aria2 state for a queued job."""
 
-    ACTIVE = "active"
-    WAITING = "waiting"
-    PAUSED = "paused"
-    ERROR = "error"
-    COMPLETE = "complete"
-    REMOVED = "removed"
     STOPPED = "stopped"  # the daemon is not running
     LOST = "lost"  # the daemon runs but no longer knows the job
 

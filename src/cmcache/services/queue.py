@@ -11,7 +11,7 @@ from cmcache.core.errors import EngineError, RefError, RpcError, UsageError
 from cmcache.core.files import remove_quietly
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.processes import process_alive
-from cmcache.core.states import QueueState, TransferStatus
+from cmcache.core.states import QueueGap, TransferStatus
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class QueueEntry:
 
     id: str
     ref: str
-    state: QueueState
+    state: TransferStatus | QueueGap
     priority: int
     done: int
     total: int
@@ -46,7 +46,7 @@ class QueueEntry:
 
 def _state(job: Job, transfer: Transfer | None, reachable: bool) -> QueueEntry:
     if transfer is None:
-        state = QueueState.LOST if reachable else QueueState.STOPPED
+        state = QueueGap.LOST if reachable else QueueGap.STOPPED
         return QueueEntry(
             job.gid,
             job.ref,
@@ -60,7 +60,7 @@ def _state(job: Job, transfer: Transfer | None, reachable: bool) -> QueueEntry:
     return QueueEntry(
         job.gid,
         job.ref,
-        QueueState(transfer.status.value),
+        transfer.status,
         job.priority,
         transfer.completed,
         transfer.total,
@@ -85,7 +85,7 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
             except (EngineError, RpcError):
                 reachable = False
         entry = _state(job, transfer, reachable)
-        if entry.state == QueueState.LOST and not process_alive(job.owner_pid):
+        if entry.state == QueueGap.LOST and not process_alive(job.owner_pid):
             if not index.readonly:
                 index.forget_job(job.folder, job.filename)
             continue
