@@ -168,7 +168,8 @@ def test_a_dripping_origin_fails_within_a_bounded_time(cli: Cli, origin: Origin)
     started = time.monotonic()
     result = cli("pull", "--split", "1", "drip.bin", timeout=60)
     assert result.code == 6, result.stderr
-    assert "stalled" in result.stderr
+    # cmcache's watchdog or aria2's own timeout, whichever notices first, says so plainly.
+    assert "stalled" in result.stderr or "timed out" in result.stderr
     assert time.monotonic() - started < 30
 
 

@@ -19,6 +19,7 @@ def _build() -> typer.Typer:
     from cmcache.cli import (  # noqa: F401
         cache_cmds,
         catalog_cmds,
+        cluster_cmds,
         comfyui_cmds,
         config_cmds,
         daemon_cmds,

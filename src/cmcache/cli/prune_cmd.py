@@ -58,6 +58,7 @@ def prune(
             keep_days=settings.cache.keep_days if keep_days is None else keep_days,
             dry_run=dry_run,
             on_skip=st.out.warn,
+            settings=settings,
         )
     for ref in report.forgotten:
         st.out.warn(f"{ref} was already gone; forgotten")

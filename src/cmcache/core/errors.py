@@ -77,6 +77,10 @@ class EngineError(CmcacheError, ConnectionError):
     exit_code = ExitCode.ENGINE
 
 
+class ClusterUnavailable(EngineError):
+    """Redis, which the cluster shares its state through, does not answer."""
+
+
 class DownloadError(CmcacheError):
     """A download failed."""
 

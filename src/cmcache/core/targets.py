@@ -57,6 +57,7 @@ class Outcome:
     code: int = 0
     message: str = ""
     external: Path | None = None  # found in an extra model path (not managed, not under root)
+    via: str = "origin"  # where the bytes came from: origin or peer
 
     @property
     def path(self) -> Path:

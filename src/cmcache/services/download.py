@@ -27,7 +27,13 @@ from cmcache.core.errors import (
 from cmcache.core.files import remove_quietly
 from cmcache.core.states import ProgressState, PullOutcome, TransferStatus
 from cmcache.core.targets import Outcome, Progress, PullHooks, PullOptions, Target
-from cmcache.services.in_flight import Live, NextStep, origin_changed
+from cmcache.services.in_flight import (
+    Live,
+    NextStep,
+    describe_aria2_error,
+    next_poll,
+    origin_changed,
+)
 from cmcache.services.placement import Placement, hash_file, move_verified
 from cmcache.services.priority import rebalance
 
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.index import Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
+    from cmcache.services.cluster import Cluster
 
 POLL = 0.25
 
@@ -53,6 +60,7 @@ class Downloader:
         link: EngineLink,
         resolver: Resolver,
         hooks: PullHooks | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -61,6 +69,7 @@ class Downloader:
         self.link = link
         self.resolver = resolver
         self.hooks = hooks or PullHooks()
+        self.cluster = cluster
         self.on_note = self.hooks.on_note
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcache-verify")
         self._live: dict[str, Live] = {}
@@ -107,13 +116,8 @@ class Downloader:
         hashing = [lv.verifying for lv in self._live.values() if lv.verifying is not None]
         if hashing:
             wait(hashing, timeout=POLL, return_when=FIRST_COMPLETED)
-            return
-        delay = POLL
-        for live in self._live.values():
-            t = live.last
-            if t is not None and t.status == TransferStatus.ACTIVE and t.speed > 0 and t.total:
-                delay = min(delay, (t.total - t.completed) / t.speed)
-        time.sleep(max(0.02, delay))
+        else:
+            time.sleep(next_poll(self._live.values(), POLL))
 
     def _tick(self, opts: PullOptions) -> None:
         for ref, (target, lock) in list(self._waiting.items()):
@@ -142,7 +146,9 @@ class Downloader:
                 self._start(live, opts)
             if live.verifying is not None and live.verifying.done():
                 self._placed(live)
-        self._schedule(opts)
+        if self.cluster is not None:
+            self.cluster.keep_locks(self._live.values())
+        rebalance(self.index, self.link, opts.concurrent)  # the best priorities run
         self._report()
 
     # ------------------------------------------------------------ starting
@@ -213,16 +219,22 @@ class Downloader:
     def _start(self, live: Live, opts: PullOptions) -> None:
         target = live.target
         try:
-            if live.resolved is None:
-                live.resolved = self.resolver.resolve(target.entry.urls[0])
-            live.check_announced_size()
+            uris = None
+            if self.cluster is not None and not target.archive:
+                uris = self.cluster.source_for(live, self.on_note)
+            if uris == []:
+                return  # another node fetches it, or the origin budget is spent: retry later
+            if uris is None:
+                if live.resolved is None:
+                    live.resolved = self.resolver.resolve(target.entry.urls[0])
+                live.check_announced_size()
+                uris = self.resolver.with_mirrors(
+                    live.resolved, target.entry.urls[1:], self.on_note
+                )
             self.store.check_space(target, live.expected_size, self.settings.cache.min_free)
             prepare_staging(target)
             engine = self.link.least_busy()
-            gid = engine.add(
-                self.resolver.with_mirrors(live.resolved, target.entry.urls[1:], self.on_note),
-                self._options(target, live, opts),
-            )
+            gid = engine.add(uris, self._options(target, live, opts))
             live.gid, live.engine_url, live.last = gid, engine.url, None
             live.mark = (time.monotonic(), live.mark[1])
             self.index.add_job(live.job(opts.priority, self.index.next_seq()))
@@ -232,7 +244,10 @@ class Downloader:
     def _options(self, target: Target, live: Live, opts: PullOptions) -> dict[str, str]:
         token = live.resolved.token_host if live.resolved else None
         header = self.resolver.token_header(token) if token else None
-        return aria2_options(target, self.settings.download, opts, live.expected_size, header)
+        options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
+        if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
+            options |= {"max-tries": "2", "retry-wait": "1", "connect-timeout": "5"}
+        return options
 
     # ------------------------------------------------------------ watching
 
@@ -283,7 +298,12 @@ class Downloader:
 
     def _failed_transfer(self, live: Live, transfer: Transfer) -> None:
         code, ref = transfer.error_code, live.target.ref
-        message = f"{ref}: aria2 error {code}: {transfer.error_message or 'no message'}"
+        message = f"{ref}: {describe_aria2_error(code, transfer.error_message)}"
+        if live.via == "peer" and code != "9":  # the bytes so far are good: the origin resumes
+            live.peer_failed = True
+            self.on_note(f"{ref}: the peer broke off ({message}); finishing from the origin")
+            live.retry_at = time.monotonic()
+            return
         step = live.after_error(code)
         if step == NextStep.DISK_FULL:
             remove_quietly(live.target.staging, live.target.control)
@@ -326,9 +346,11 @@ class Downloader:
             return
         if not target.archive:
             self.index.record_use(target.entry.folder, target.entry.filename)
+            if self.cluster is not None:
+                self.cluster.announce(target.ref, sha, size)
         self.index.forget_job(target.entry.folder, target.entry.filename)
         seconds = time.monotonic() - live.started
-        outcome = Outcome(target, PullOutcome.DOWNLOADED, size, seconds, sha)
+        outcome = Outcome(target, PullOutcome.DOWNLOADED, size, seconds, sha, via=live.via)
         self._finish(live, outcome)
 
     # ------------------------------------------------------------ bookkeeping
@@ -356,26 +378,18 @@ class Downloader:
         )
 
     def _finish(self, live: Live, outcome: Outcome) -> None:
+        if live.fetch_lock is not None:
+            live.fetch_lock.release()
         self._done[live.target.entry.ref] = outcome
         if not live.target.archive:  # a bundle's members are reported once unpacked
             self.hooks.on_outcome(outcome)
         self._live.pop(live.target.entry.ref, None)
         live.lock.release()
 
-    def _schedule(self, opts: PullOptions) -> None:
-        """Keep the highest priorities active (preempting lower ones) on each engine."""
-        rebalance(self.index, self.link, opts.concurrent)
-
     def _report(self) -> None:
+        ended = {True: ProgressState.DONE, False: ProgressState.FAILED}
         snapshot = [
-            Progress(
-                ref,
-                ProgressState.DONE if o.outcome.ok else ProgressState.FAILED,
-                o.bytes,
-                o.bytes,
-                0,
-            )
-            for ref, o in self._done.items()
+            Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0) for r, o in self._done.items()
         ]
         snapshot += [live.progress() for live in self._live.values()]
         snapshot += [Progress(ref, ProgressState.LOCKED, 0, 0, 0) for ref in self._waiting]

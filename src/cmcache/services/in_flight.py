@@ -15,9 +15,11 @@ from cmcache.core.targets import Progress
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from concurrent.futures import Future
 
     from cmcache.adapters.aria2.client import Transfer
+    from cmcache.adapters.cluster.registry import FetchLock
     from cmcache.adapters.http.resolve import Resolved
     from cmcache.adapters.storage.locks import FileLock
     from cmcache.core.targets import Target
@@ -26,6 +28,28 @@ STALL_RATE = 1024  # bytes/s below which a download counts as stalled
 RETRY_CODES = {"1", "2", "5", "6", "19", "22", "24", "29"}  # transient: resume after a pause
 CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the way
 DISK_FULL = "9"
+# aria2's exit codes (its manual, "EXIT STATUS") in words a user can act on.
+ARIA2_ERRORS = {
+    "1": "an unknown error",
+    "2": "timed out: no data for download.timeout seconds",
+    "3": "the server answered 404 Not Found",
+    "5": "too slow (below lowest-speed-limit)",
+    "6": "a network problem",
+    "7": "unfinished downloads at shutdown",
+    "8": "the server does not support resuming",
+    "9": "not enough disk space",
+    "13": "the file already exists",
+    "19": "the host name could not be resolved",
+    "22": "the server answered an HTTP error",
+    "24": "the server refused the credentials",
+    "32": "the checksum did not match",
+}
+
+
+def describe_aria2_error(code: str, message: str) -> str:
+    """aria2's error as a sentence: what its code means, then its own message."""
+    meaning = ARIA2_ERRORS.get(code, "an error")
+    return f"aria2 error {code} ({meaning}): {message or 'no message'}"
 
 
 class NextStep(enum.Enum):
@@ -61,6 +85,11 @@ class Live:
     last: Transfer | None = None
     mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))  # progress
     verifying: Future[tuple[str, int]] | None = None
+    via: str = "origin"  # or "peer": another node of the cluster serves it
+    peer_failed: bool = False  # a peer broke off: the origin finishes the file
+    fetch_lock: FetchLock | None = None  # this node's turn to fetch it from the origin
+    extended_at: float = 0.0
+    noted_wait: bool = False
 
     @property
     def expected_sha(self) -> str | None:
@@ -162,3 +191,13 @@ def origin_changed(job: Job, now: Resolved) -> bool:
         or (job.last_modified and modified and job.last_modified != modified)
         or (job.size is not None and now.size is not None and job.size != now.size)
     )
+
+
+def next_poll(lives: Iterable[Live], poll: float) -> float:
+    """Seconds until the next look: ``poll``, or less when a download is about to finish."""
+    delay = poll
+    for live in lives:
+        t = live.last
+        if t is not None and t.status == TransferStatus.ACTIVE and t.speed > 0 and t.total:
+            delay = min(delay, (t.total - t.completed) / t.speed)
+    return max(0.02, delay)

@@ -14,6 +14,7 @@ from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.queue import PRIORITIES
 from cmcache.core.targets import Outcome, PullHooks, PullOptions
 from cmcache.services.catalog import load_catalog
+from cmcache.services.cluster import withdraw_quietly
 from cmcache.services.placement import placement_for
 from cmcache.services.prune import candidates, execute
 from cmcache.services.pull import pull_with_engine
@@ -124,7 +125,7 @@ def run_prefetch(
             on_warning(f"prefetch: skipped {want.target.ref}: {reason}")
         outcomes: tuple[Outcome, ...] = ()
         if not dry_run:
-            execute(
+            evicted = execute(
                 plan.evict,
                 cache.index,
                 cache.store,
@@ -132,6 +133,7 @@ def run_prefetch(
                 keep=wanted_refs,
                 on_skip=on_warning,
             )
+            withdraw_quietly(settings, [c.ref for c in evicted])
             if plan.fetch:
                 outcomes = pull_with_engine(
                     settings,

@@ -15,12 +15,14 @@ from cmcache.core.errors import ManifestError
 from cmcache.core.files import remove_quietly
 from cmcache.core.planning.prune import Candidate, PrunePlan, plan_prune, protected
 from cmcache.core.states import LocalState
+from cmcache.services.cluster import withdraw_quietly
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from cmcache.adapters.storage.index import FileRecord, Index
     from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.core.settings.model import Settings
     from cmcache.services.cache import Cache
 
 Note = Callable[[str], None]
@@ -89,6 +91,9 @@ def execute(
             if c.ref in keep or protected(fresh, time.time(), keep_days):
                 skip(f"{c.ref}: used, pinned or queued since the plan was made; kept")
                 continue
+            if store.is_serving(c.folder, c.filename):
+                skip(f"{c.ref}: a peer is downloading it from this node; kept")
+                continue
             record = index.get_file(c.folder, c.filename)
             if record is None:
                 continue
@@ -136,6 +141,7 @@ def run_prune(
     keep_days: float,
     dry_run: bool,
     on_skip: Note | None = None,
+    settings: Settings | None = None,
 ) -> PruneReport:
     """Finish interrupted removals, plan, then remove (or only plan, with ``dry_run``)."""
     gone = [] if dry_run else reconcile(cache.index, cache.store)
@@ -153,6 +159,8 @@ def run_prune(
         removed = execute(
             plan.remove, cache.index, cache.store, keep_days=keep_days, on_skip=on_skip
         )
+        if settings is not None:
+            withdraw_quietly(settings, [c.ref for c in removed])
     return PruneReport(
         tuple(removed), plan, tuple(f"{r.folder}/{r.filename}" for r in gone), dry_run
     )

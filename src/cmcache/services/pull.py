@@ -220,7 +220,7 @@ def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> No
             index.bump("lookups", f"command={lookup},result=hit")
         elif o.outcome == PullOutcome.DOWNLOADED:
             index.bump("lookups", f"command={lookup},result=miss")
-            index.bump("downloaded_bytes", "source=origin", o.bytes)
+            index.bump("downloaded_bytes", f"source={o.via}", o.bytes)
             index.bump("downloads")
             index.bump("download_seconds", by=o.seconds)
         elif o.outcome == PullOutcome.FAILED:
@@ -264,10 +264,13 @@ def make_downloader(
 ) -> Downloader:
     """A downloader for this root whose reports go to ``hooks``."""
     from cmcache.adapters.http.resolve import Resolver
+    from cmcache.services.cluster import cluster_for
     from cmcache.services.download import Downloader
 
     resolver = Resolver(settings.token_for, on_retry=hooks.on_note)
-    return Downloader(settings, cache.store, Placement(cache.index), link, resolver, hooks)
+    cluster = cluster_for(settings, hooks.on_note)
+    placement = Placement(cache.index)
+    return Downloader(settings, cache.store, placement, link, resolver, hooks, cluster)
 
 
 def cached_paths(settings: Settings, refs: list[str], lookup: str) -> list[Target] | None:

@@ -132,6 +132,21 @@ class ModelStore:
                 ref=target.entry.ref,
             )
 
+    def serving_lock_path(self, folder: str, filename: str, tag: str) -> Path:
+        """A lock `cmcache serve` holds while it sends a file to a peer."""
+        return self.locks_dir / f"{self.staging_name(folder, filename)}.serving-{tag}"
+
+    def is_serving(self, folder: str, filename: str) -> bool:
+        """Whether a peer is being sent this file now (a held serving lock)."""
+        from cmcache.adapters.storage.locks import FileLock
+
+        for path in self.locks_dir.glob(f"{self.staging_name(folder, filename)}.serving-*"):
+            lock = FileLock(path)
+            if not lock.try_acquire():
+                return True
+            lock.release()
+        return False
+
     def states(self, locations: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LocalState]:
         """``state`` for many models at once: one stat each and one staging listing.
 

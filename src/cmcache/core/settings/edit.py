@@ -74,6 +74,11 @@ def masked(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["download"]["rpc"] = redact(rpc)
     elif isinstance(rpc, list):
         out["download"]["rpc"] = [redact(u) if isinstance(u, str) else u for u in rpc]
+    cluster = out.get("cluster", {})
+    if cluster.get("secret") and not str(cluster["secret"]).startswith("env:"):
+        cluster["secret"] = MASK
+    if cluster.get("redis"):
+        cluster["redis"] = redact(str(cluster["redis"]))
     if isinstance(out.get("sources"), list):
         out["sources"] = [
             {

@@ -13,6 +13,7 @@ from cmcache.core.settings.model import (
     APP,
     FORMATS,
     CacheSettings,
+    ClusterSettings,
     ComfyUISettings,
     DownloadSettings,
     Paths,
@@ -169,6 +170,7 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
         auth=_parse_auth(raw["auth"], origin) if "auth" in raw else {},
         prefetch=PrefetchSettings(**section("prefetch")),
         comfyui=ComfyUISettings(comfy_path, extra),
+        cluster=ClusterSettings(**section("cluster")),
     )
 
 
@@ -177,6 +179,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if environ.get("CMCACHE_ROOT"):
         out.setdefault("cache", {})["root"] = environ["CMCACHE_ROOT"]
+    if environ.get("CMCACHE_REDIS"):
+        out.setdefault("cluster", {})["redis"] = environ["CMCACHE_REDIS"]
     if environ.get("CMCACHE_COMFYUI"):
         out.setdefault("comfyui", {})["path"] = environ["CMCACHE_COMFYUI"]
     rpc = environ.get("CMCACHE_ARIA2_RPC") or environ.get("COMFYUI_MANAGER_ARIA2_SERVER")

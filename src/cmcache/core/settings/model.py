@@ -92,6 +92,37 @@ class ComfyUISettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """``[cluster]``: nodes sharing one cache through Redis (off while ``redis`` is empty)."""
+
+    redis: str
+    node: str
+    serve: str
+    advertise: str
+    secret: str
+    origin_rate: str
+    cluster_origin_rate: str
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this node is part of a cluster."""
+        return bool(self.redis)
+
+    @property
+    def node_name(self) -> str:
+        """This node's name: configured, else the host name."""
+        import socket
+
+        return self.node or socket.gethostname()
+
+    def secret_value(self) -> str:
+        """The shared secret, resolving ``env:NAME`` (never printed or logged)."""
+        if self.secret.startswith("env:"):
+            return os.environ.get(self.secret[4:], "")
+        return self.secret
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything cmcache was told, merged and validated."""
 
@@ -103,6 +134,7 @@ class Settings:
     auth: Mapping[str, str]
     prefetch: PrefetchSettings
     comfyui: ComfyUISettings
+    cluster: ClusterSettings
 
     def token_for(self, host: str) -> str | None:
         """The token to send to exactly ``host``, resolving ``env:NAME`` references."""

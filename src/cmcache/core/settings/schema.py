@@ -74,6 +74,24 @@ def _root(value: Any, where: str) -> str:
     return text
 
 
+def _rate(value: Any, where: str) -> str:
+    """A rate in the `limits` notation ("10/minute", "100 per hour"); "0" means unlimited."""
+    text = _string(value, where).strip()
+    if text in ("", "0"):
+        return "0"
+    if not re.match(r"^\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day|month|year)s?$", text):
+        raise ConfigError(f'{where}: expected a rate like "10/minute" or "0", got {value!r}')
+    return text
+
+
+def _listen(value: Any, where: str) -> str:
+    text = _string(value, where)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f'{where}: expected HOST:PORT like "0.0.0.0:8765", got {value!r}')
+    return text
+
+
 def _split(value: Any, where: str) -> int | None:
     if value == "auto":
         return None
@@ -144,6 +162,15 @@ KEYS: dict[str, dict[str, Key]] = {
             _root, None, "the ComfyUI install (env CMCACHE_COMFYUI, flag --comfyui)", "/srv/ComfyUI"
         ),
         "extra_model_paths": Key(_string_list, [], "more extra_model_paths.yaml files to read"),
+    },
+    "cluster": {
+        "redis": Key(_string, "", 'redis://host:6379/0 (env CMCACHE_REDIS); "" = no cluster'),
+        "node": Key(_string, "", 'this node\'s name; "" = the host name'),
+        "serve": Key(_listen, "0.0.0.0:8765", "where `cmcache serve` listens"),
+        "advertise": Key(_string, "", "the URL other nodes reach `cmcache serve` at"),
+        "secret": Key(_string, "env:CMCACHE_CLUSTER_SECRET", "peers must present it"),
+        "origin_rate": Key(_rate, "10/minute", "origin downloads this node may start"),
+        "cluster_origin_rate": Key(_rate, "0", 'the same for all nodes together; "0" = no cap'),
     },
     "prefetch": {
         "models": Key(_string_list, [], 'refs to keep present, e.g. ["sdxl"]'),
