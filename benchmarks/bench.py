@@ -257,6 +257,89 @@ def publish(origin: Origin, base: Path, total: int, files: int) -> dict[str, Any
     }
 
 
+def cluster(origin: Origin, base: Path, size: int, rate: int) -> dict[str, Any]:
+    """Three nodes pull one model at once: through the cluster (Redis, peers) and as three
+    independent nodes; origin bytes and the slowest node's time. Then peer vs origin speed."""
+    import socket
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return {"skipped": "no redis-server"}
+
+    def free_port(host: str) -> int:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+
+    rport = free_port("127.0.0.1")
+    redis = subprocess.Popen(
+        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    name = "shared.bin"
+    sha = origin.add_random(f"f/{name}", size, seed=7)
+    origin.fault(f"f/{name}", rate=rate)
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def nodes(clustered: bool) -> list[Home]:
+        made = []
+        for i, host in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.4")):
+            extra = ""
+            if clustered:
+                port = free_port(host)
+                extra = (
+                    f'[cluster]\nredis = "redis://127.0.0.1:{rport}/0"\n'
+                    f'node = "{host}-{len(servers) + i}"\nserve = "{host}:{port}"\n'
+                    'origin_rate = "0"\n'
+                )
+            home = Home(base, origin, {name: (sha, size)}, extra=extra)
+            home.env["CMCACHE_CLUSTER_SECRET"] = "bench-secret"
+            if clustered:
+                servers.append(
+                    subprocess.Popen(home.command("serve"), env=home.env, stderr=subprocess.DEVNULL)
+                )
+            made.append(home)
+        if clustered:
+            time.sleep(2.0)  # the servers' first heartbeats
+        return made
+
+    def race(homes: list[Home]) -> tuple[float, int]:
+        before = sum(r.sent for r in origin.requests_for(f"f/{name}", "GET"))
+        started = time.perf_counter()
+        runs = [subprocess.Popen(h.command("pull", name), env=h.env) for h in homes]
+        for run in runs:
+            run.wait()
+        slowest = time.perf_counter() - started
+        after = sum(r.sent for r in origin.requests_for(f"f/{name}", "GET"))
+        return slowest, after - before
+
+    try:
+        alone_home = nodes(False)[0]
+        alone = timed(lambda: alone_home.run("pull", name))
+        independent_s, independent_bytes = race(nodes(False))
+        cluster_s, cluster_bytes = race(nodes(True))
+        # A fourth node of the cluster pulls what its peers hold: peer vs origin speed.
+        peer_home = nodes(True)[0]
+        peer_s = timed(lambda: peer_home.run("pull", name))
+    finally:
+        for server in servers:
+            server.terminate()
+        redis.terminate()
+    return {
+        "file_mib": size // MiB,
+        "alone_s": alone,
+        "independent_s": independent_s,
+        "independent_origin_x": independent_bytes / size,
+        "cluster_s": cluster_s,
+        "cluster_origin_x": cluster_bytes / size,
+        "cluster_vs_alone": cluster_s / alone,
+        "peer_s": peer_s,
+        "peer_mib_s": size / MiB / peer_s,
+        "origin_mib_s": size / MiB / alone,
+    }
+
+
 def verification(origin: Origin, base: Path, size: int, rate: int) -> dict[str, Any]:
     sha = origin.add_random("f/verify.bin", size, seed=1)
     origin.fault("f/verify.bin", rate=rate)
@@ -490,6 +573,27 @@ def report(results: dict[str, Any]) -> None:
                 target,
             )
         )
+    cl = results.get("cluster", {})
+    if cl and "skipped" not in cl:
+        rows += [
+            (
+                f"3 nodes pull {cl['file_mib']} MiB at once: origin bytes",
+                f"cluster {cl['cluster_origin_x']:.2f}× · independent "
+                f"{cl['independent_origin_x']:.2f}× the file",
+                "1.0× vs 3.0×",
+            ),
+            (
+                "  slowest node vs one node alone",
+                f"cluster {cl['cluster_s']:.1f}s · independent {cl['independent_s']:.1f}s · "
+                f"alone {cl['alone_s']:.1f}s = {cl['cluster_vs_alone']:.2f}×",
+                "≤ 1.3×",
+            ),
+            (
+                "  a peer vs the origin (loopback)",
+                f"{cl['peer_mib_s']:.0f} MiB/s vs {cl['origin_mib_s']:.0f} MiB/s",
+                "",
+            ),
+        ]
     pub = results.get("publish", {})
     if pub:
         rows.append(
@@ -575,7 +679,7 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="throughput defaults verification noop batch memory cache comfyui publish",
+        help="throughput defaults verification noop batch memory cache comfyui publish cluster",
     )
     args = parser.parse_args()
     quick = args.quick
@@ -604,6 +708,7 @@ def main() -> None:
         "memory": lambda: memory(origin, base, (512 * MiB) if quick else 2 * GiB),
         "cache": lambda: prune_and_list(base, 100_000, 10_000),
         "comfyui": lambda: comfyui(origin, base, 10_000),
+        "cluster": lambda: cluster(origin, base, (128 if quick else 512) * MiB, 8 * MiB),
         "publish": lambda: publish(origin, base, (1 if quick else 10) * GiB, 10),
     }
     try:

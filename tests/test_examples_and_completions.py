@@ -54,6 +54,18 @@ def test_example_config_syncs_from_local_paths(cli: Cli) -> None:
     assert cli("show", "juggernaut").code == 0
 
 
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_example_cluster_nodes_are_valid(node: str, tmp_path: Path) -> None:
+    import yaml
+
+    config = EXAMPLES / "cluster" / f"{node}.toml"
+    settings = load_settings(environ={"CMCACHE_HOME": str(tmp_path)}, config_flag=config)
+    assert settings.cluster.node_name == node
+    assert settings.cluster.advertise == f"http://{node}:8765"
+    compose = yaml.safe_load((EXAMPLES / "cluster" / "docker-compose.yml").read_text())
+    assert {"redis", "node1", "node2"} <= set(compose["services"])
+
+
 def test_example_extra_model_paths_reads_as_comfyui_reads_it() -> None:
     from cmcache.core.comfyui import load_extra_paths
 
