@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from cmcache.services.cluster import Cluster
 
 POLL = 0.25
+PEER_SPLIT = (
+    "4"  # peers are near: more connections cost CPU here, not time (measured 111→141 MiB/s)
+)
 
 
 class Downloader:
@@ -247,6 +250,7 @@ class Downloader:
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
             options |= {"max-tries": "2", "retry-wait": "1", "connect-timeout": "5"}
+            options["split"] = str(opts.split or self.settings.download.split or PEER_SPLIT)
         return options
 
     # ------------------------------------------------------------ watching
