@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from cmcache.core.errors import ClusterUnavailable
 
+WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
@@ -109,7 +111,7 @@ class Cluster:
                 if not live.noted_wait:
                     on_note(f"{ref}: another node is fetching it from its origin; waiting")
                     live.noted_wait = True
-                live.retry_at = now + 1.0
+                live.retry_at = now + WAIT_POLL
                 return []
         wait = self.origin_wait()
         if wait > 0:

@@ -202,6 +202,11 @@ def _download(
         members = bundles[outcome.target.entry.urls[0]]
         if outcome.outcome == PullOutcome.DOWNLOADED:
             unpacked = unpack(outcome, members, downloader.placement)
+            for member in unpacked:  # peers may fetch members from this node now
+                if downloader.cluster is not None and member.outcome == PullOutcome.DOWNLOADED:
+                    downloader.cluster.announce(
+                        member.target.ref, member.sha256 or "", member.bytes
+                    )
         else:  # failed or queued: every member shares the archive's fate
             unpacked = [replace(outcome, target=m) for m in members]
         for member in unpacked:
