@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 
 from cmcache.adapters.storage.index import Index
 from tests.conftest import Cli
@@ -239,3 +241,15 @@ def test_status_reports_usage_against_the_budget(cli: Cli, origin: Origin) -> No
     assert cli("pull", "a.bin").code == 0
     data = cli("--json", "status").json()["data"]
     assert data["cache"] == {"managed_size": MiB, "files": 1, "max_size": 10 * MiB}
+
+
+def test_the_use_log_keeps_only_the_prefetch_window_and_totals_stay(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", use_log_days=30)
+    now = time.time()
+    for days_ago in (90, 60, 35, 10, 1):
+        index.record_use("checkpoints", "a.bin", at=now - days_ago * 86400)
+    assert index.use_log_size() == 2  # 10 and 1 days ago: older rows were trimmed as it went
+    assert index.most_used(now - 30 * 86400, 5) == [("checkpoints", "a.bin", 2)]
+    index.close()
+    with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+        assert db.execute("SELECT count FROM usage").fetchone() == (5,)  # the total stays

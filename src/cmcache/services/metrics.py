@@ -45,7 +45,7 @@ class CacheCollector:
         if index is not None:
             try:
                 files, size = index.usage()
-                pinned, queued = index.pinned_count(), len(index.jobs())
+                pinned, queued = len(index.pinned()), len(index.jobs())
                 counters = {(n, labels): v for n, labels, v in index.counters()}
             finally:
                 index.close()

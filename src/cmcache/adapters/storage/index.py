@@ -303,10 +303,6 @@ class Index:
         rows = self._db.execute("SELECT name, labels, value FROM counters ORDER BY name, labels")
         return [(r["name"], r["labels"], float(r["value"])) for r in rows]
 
-    def pinned_count(self) -> int:
-        """How many models are pinned."""
-        return int(self._db.execute("SELECT count(*) FROM pins").fetchone()[0])
-
     def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
         """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
         rows = self._db.execute(
