@@ -175,6 +175,8 @@ def test_extra_model_paths_count_as_present_and_are_never_managed(
     rows = cli("--json", "list", "--folder", "checkpoints").json()["data"]["models"]
     states = {r["filename"]: r["state"] for r in rows}
     assert states["ext.safetensors"] == states["two.safetensors"] == "external"
+    cached = cli("--json", "list", "--cached").json()["data"]["models"]
+    assert {"ext.safetensors", "two.safetensors"} <= {r["filename"] for r in cached}
     pulled = cli("--json", "pull", "ext.safetensors", "two.safetensors").json()["data"]["results"]
     assert [r["path"] for r in pulled] == [
         str(shelf / "ckpts" / "ext.safetensors"),

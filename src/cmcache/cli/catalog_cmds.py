@@ -43,12 +43,14 @@ def _row(entry: Entry, local: str) -> dict[str, Any]:
     }
 
 
-def _render(entries: list[Entry], title: str) -> list[dict[str, Any]]:
+def _render(
+    entries: list[Entry], title: str, states: dict[str, LocalState] | None = None
+) -> list[dict[str, Any]]:
     from cmcache.services.catalog import local_states
 
     st = state()
     out = st.out
-    states = local_states(st.settings(), entries)
+    states = states if states is not None else local_states(st.settings(), entries)
     rows = [_row(e, states[e.ref]) for e in entries]
     if out.json_mode:
         return rows
@@ -79,17 +81,14 @@ def list_models(
         entries = [e for e in entries if e.folder == folder]
     if source:
         entries = [e for e in entries if e.source == source]
+    states = None
     if cached or missing:
-        want = (
-            {LocalState.CACHED, LocalState.PINNED}
-            if cached
-            else {LocalState.MISSING, LocalState.PARTIAL}
-        )
         from cmcache.services.catalog import local_states
 
-        states = local_states(st.settings(), entries)
-        entries = [e for e in entries if states[e.ref] in want]
-    rows = _render(entries, title=f"{len(entries)} models")
+        present = {LocalState.CACHED, LocalState.PINNED, LocalState.EXTERNAL}
+        states = local_states(st.settings(), entries)  # one look at the disk, used twice
+        entries = [e for e in entries if (states[e.ref] in present) == cached]
+    rows = _render(entries, title=f"{len(entries)} models", states=states)
     st.out.finish({"models": rows})
 
 

@@ -193,10 +193,7 @@ class Downloader:
 
     def _discard(self, live: Live, job: Job) -> None:
         """Drop an earlier partial download and its aria2 job: start over."""
-        with contextlib.suppress(EngineError, RpcError):
-            engine = self.link.engine(job.rpc)
-            engine.remove(job.gid)
-            engine.forget_result(job.gid)
+        self._drop(job.rpc, job.gid)
         remove_quietly(live.target.staging, live.target.control)
         self.index.forget_job(job.folder, job.filename)
         self.on_note(
@@ -286,19 +283,20 @@ class Downloader:
         verdict = live.check(transfer, self.settings.download.timeout)
         if verdict is None:
             return False
-        self._stop_transfer(live)
+        self._drop(live.engine_url, live.gid)
         if verdict.overshoot:
             self._fail(live, ExitCode.INTEGRITY, verdict.message)
         elif not self._retry_later(live, verdict.message):
             self._fail(live, ExitCode.DOWNLOAD, verdict.message + "; giving up")
         return True
 
-    def _stop_transfer(self, live: Live) -> None:
-        """Take a download out of aria2, keeping its partial file (to resume or remove)."""
+    def _drop(self, url: str, gid: str) -> None:
+        """Take a download out of aria2; its files stay (to resume or remove). Either step may
+        find it gone already, so each is tried on its own."""
         with contextlib.suppress(EngineError, RpcError):
-            engine = self.link.engine(live.engine_url)
-            engine.remove(live.gid)
-            engine.forget_result(live.gid)
+            self.link.engine(url).remove(gid)
+        with contextlib.suppress(EngineError, RpcError):
+            self.link.engine(url).forget_result(gid)
 
     def _failed_transfer(self, live: Live, transfer: Transfer) -> None:
         code, ref = transfer.error_code, live.target.ref
@@ -362,11 +360,7 @@ class Downloader:
     def _fail(self, live: Live, code: int, message: str) -> None:
         entry = live.target.entry
         if live.gid:
-            with contextlib.suppress(EngineError, RpcError):
-                engine = self.link.engine(live.engine_url)
-                engine.remove(live.gid)
-            with contextlib.suppress(EngineError, RpcError):
-                self.link.engine(live.engine_url).forget_result(live.gid)
+            self._drop(live.engine_url, live.gid)
         remove_quietly(live.target.staging, live.target.control)
         with contextlib.suppress(CacheError):  # a full disk: `status` drops the job later
             self.index.forget_job(entry.folder, entry.filename)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cmcache.adapters.storage.index import Index
+    from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
     from cmcache.core.manifest.entry import Entry
     from cmcache.core.settings.model import PrefetchSettings, Settings
@@ -55,7 +56,9 @@ def wanted_entries(
     return list(entries.values()), warnings
 
 
-def workflow_entries(settings: Settings) -> tuple[list[Entry], list[str]]:
+def workflow_entries(
+    settings: Settings, catalog: Catalog, store: ModelStore
+) -> tuple[list[Entry], list[str]]:
     """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies."""
     from cmcache.services.workflow import plan_workflows
 
@@ -69,7 +72,7 @@ def workflow_entries(settings: Settings) -> tuple[list[Entry], list[str]]:
     if not files:
         return [], []
     try:
-        plan = plan_workflows(settings, [(str(f), f.read_bytes()) for f in files])
+        plan = plan_workflows(catalog, store, [(str(f), f.read_bytes()) for f in files])
     except (ManifestError, OSError) as exc:
         return [], [f"[prefetch].workflows: {exc}"]
     warnings = [f"[prefetch].workflows: {u.ref} ({u.workflow}): {u.reason}" for u in plan.unknown]
@@ -103,8 +106,9 @@ def run_prefetch(
     try:
         catalog = load_catalog(settings)
         entries, warnings = wanted_entries(settings.prefetch, catalog, cache.index)
-        flows, flow_warnings = workflow_entries(settings)
-        entries += [e for e in flows if e.ref not in {w.ref for w in entries}]
+        flows, flow_warnings = workflow_entries(settings, catalog, cache.store)
+        listed = {e.ref for e in entries}
+        entries += [e for e in flows if e.ref not in listed]
         for warning in [*warnings, *flow_warnings]:
             on_warning(warning)
         targets = [cache.store.target(e) for e in entries]

@@ -208,17 +208,29 @@ def _bundles(
         if not members:
             raise UsageError(f"--bundle {bundle_name}={pattern}: no file matches")
         archive = out / "bundles" / f"{bundle_name}.zip"
-        manifest = out / "bundles" / f"{bundle_name}.members.json"
-        fingerprint = json.dumps([[f.folder, f.filename, f.sha256] for f in members]).encode()
-        if archive.is_file() and manifest.is_file() and manifest.read_bytes() == fingerprint:
-            sha, size = sha256_file(archive), archive.stat().st_size
+        record = out / "bundles" / f"{bundle_name}.members.json"
+        content = [[f.folder, f.filename, f.sha256] for f in members]
+        kept = _kept_archive(archive, record, content)
+        if kept is not None:  # same members: the archive and its hash from last time
+            sha, size = kept
         elif dry_run:
             sha, size = "0" * 64, sum(f.size for f in members)
         else:
             sha, size = _zip(directory, members, archive)
-            write_atomic(manifest, fingerprint)
+            doc = {"members": content, "sha256": sha, "size": size}
+            write_atomic(record, json.dumps(doc).encode())
         packed.append(PublishedBundle(bundle_name, sha, size, members))
     return packed
+
+
+def _kept_archive(archive: Path, record: Path, content: list[list[str]]) -> tuple[str, int] | None:
+    """(sha256, size) of an archive built earlier from exactly these members, if still there."""
+    try:
+        doc = json.loads(record.read_bytes())
+        kept = doc["members"] == content and archive.stat().st_size == doc["size"]
+        return (str(doc["sha256"]), int(doc["size"])) if kept else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _zip(directory: Path, members: tuple[PublishedFile, ...], archive: Path) -> tuple[str, int]:

@@ -91,12 +91,15 @@ def pull_request(
 ) -> tuple[list[Target], tuple[Unknown, ...]]:
     """Targets for refs and for what workflows need (unique), and the workflow models that
     nothing can supply. Unknown refs raise; unknown workflow models are reported."""
+    from cmcache.adapters.storage.model_store import ModelStore
+    from cmcache.services.catalog import load_catalog
     from cmcache.services.workflow import plan_workflows
 
-    targets = resolve_refs(settings, refs, folder, siblings=True) if refs else []
+    catalog, store = load_catalog(settings), ModelStore(settings.cache.root)  # once for both
+    targets = resolve_targets(catalog, store, refs, folder, siblings=True) if refs else []
     unknown: tuple[Unknown, ...] = ()
     if workflows:
-        plan = plan_workflows(settings, workflows)
+        plan = plan_workflows(catalog, store, workflows)
         targets += plan.targets
         unknown = plan.unknown
     return list({t.ref: t for t in targets}.values()), unknown
@@ -145,28 +148,25 @@ def pull(
     paths; download the rest."""
     outcomes: dict[str, Outcome] = {}
     missing: list[Target] = []
+
+    def settle(outcome: Outcome) -> None:
+        outcomes[outcome.target.ref] = outcome
+        if on_outcome:
+            on_outcome(outcome)
+
     for target in targets:
         external = extra.find(target.entry.folder, target.entry.filename) if extra else None
-        if external is not None:  # ComfyUI finds it elsewhere: present, never managed
-            outcomes[target.ref] = Outcome(target, PullOutcome.CACHED, external=external)
-            if on_outcome:
-                on_outcome(outcomes[target.ref])
-            continue
         try:
-            sha = placement.present(target, force=force)
+            sha = None if external else placement.present(target, force=force)
         except IntegrityError as exc:
             message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-            outcomes[target.ref] = Outcome(
-                target, PullOutcome.FAILED, code=int(exc.exit_code), message=message
-            )
-            if on_outcome:
-                on_outcome(outcomes[target.ref])
+            settle(Outcome(target, PullOutcome.FAILED, code=int(exc.exit_code), message=message))
             continue
-        if sha is not None:
+        if external is not None:  # ComfyUI finds it elsewhere: present, never managed
+            settle(Outcome(target, PullOutcome.CACHED, external=external))
+        elif sha is not None:
             placement.index.record_use(target.entry.folder, target.entry.filename)
-            outcomes[target.ref] = Outcome(target, PullOutcome.CACHED, sha256=sha)
-            if on_outcome:
-                on_outcome(outcomes[target.ref])
+            settle(Outcome(target, PullOutcome.CACHED, sha256=sha))
         else:
             missing.append(target)
     if dry_run:
@@ -202,14 +202,11 @@ def _download(
         members = bundles[outcome.target.entry.urls[0]]
         if outcome.outcome == PullOutcome.DOWNLOADED:
             unpacked = unpack(outcome, members, downloader.placement)
-            for member in unpacked:  # peers may fetch members from this node now
-                if downloader.cluster is not None and member.outcome == PullOutcome.DOWNLOADED:
-                    downloader.cluster.announce(
-                        member.target.ref, member.sha256 or "", member.bytes
-                    )
         else:  # failed or queued: every member shares the archive's fate
             unpacked = [replace(outcome, target=m) for m in members]
         for member in unpacked:
+            if member.outcome == PullOutcome.DOWNLOADED and downloader.cluster is not None:
+                downloader.cluster.announce(member.target.ref, member.sha256 or "", member.bytes)
             if on_outcome:
                 on_outcome(member)
         outcomes += unpacked

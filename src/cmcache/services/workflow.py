@@ -6,16 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cmcache.adapters.storage.model_store import ModelStore
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.manifest.safety import location_problem, url_problem
 from cmcache.core.workflow import Declared, read_workflow
-from cmcache.services.catalog import load_catalog
 
 if TYPE_CHECKING:
+    from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
-    from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
 
 WORKFLOW_SOURCE = "workflow"
@@ -44,14 +42,14 @@ class WorkflowPlan:
     unknown: tuple[Unknown, ...]
 
 
-def plan_workflows(settings: Settings, workflows: list[tuple[str, bytes]]) -> WorkflowPlan:
+def plan_workflows(
+    catalog: Catalog, store: ModelStore, workflows: list[tuple[str, bytes]]
+) -> WorkflowPlan:
     """Targets for every model the workflows (label, JSON bytes) name or declare.
 
     Raises:
         ManifestError: a workflow is not JSON or not a workflow.
     """
-    catalog = load_catalog(settings)
-    store = ModelStore(settings.cache.root)
     entries: dict[str, Entry] = {}
     unknown: dict[str, Unknown] = {}
     for label, data in workflows:
@@ -60,13 +58,19 @@ def plan_workflows(settings: Settings, workflows: list[tuple[str, bytes]]) -> Wo
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ManifestError(f"{label}: not a JSON workflow: {exc}") from None
         needs = read_workflow(doc, label)
-        declared = {(d.folder, d.name.replace("\\", "/")): d for d in needs.declared}
+        declared = {(d.folder, _posix(d.name)): d for d in needs.declared}
         for d in needs.declared:
             _take(catalog, label, d.folder, d.name, d, entries, unknown)
         for folder, name in needs.named:
-            _take(catalog, label, folder, name, declared.get((folder, name)), entries, unknown)
+            found = declared.get((folder, _posix(name)))
+            _take(catalog, label, folder, name, found, entries, unknown)
     targets = tuple(store.target(e) for e in entries.values())
     return WorkflowPlan(targets, tuple(u for ref, u in unknown.items() if ref not in entries))
+
+
+def _posix(name: str) -> str:
+    """Widgets saved on Windows name subfolders with a backslash."""
+    return name.replace("\\", "/")
 
 
 def _take(
