@@ -17,8 +17,8 @@ SHELLS = ("bash", "zsh", "fish")
 def install_project(session: nox.Session, *groups: str) -> None:
     """A plain (not editable) install of the package, as users get it, plus dependency groups.
 
-    The src/ layout keeps the checkout off ``sys.path``, so tests and subprocesses import the
-    installed copy: a file missing from the package fails them.
+    Tests import the installed copy, never the checkout (tests/conftest.py checks it), so a file
+    missing from the package fails them.
     """
     extras = [pkg for group in groups for pkg in nox.project.dependency_groups(PYPROJECT, group)]
     session.install("--force-reinstall", "--no-deps", ".")

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # its helpers; cmcache itself is the installed one
+
+from origin import Origin
 
 from cmcache.adapters.aria2.daemon import find_aria2c
-from tests.origin import Origin
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -186,7 +187,7 @@ def defaults(origin: Origin, base: Path, sizes: list[int], rate: int, reps: int)
 
 def comfyui(origin: Origin, base: Path, entries: int) -> dict[str, Any]:
     """The node's cost inside ComfyUI's real folder_paths, with and without it, one run."""
-    from tests.comfy import SHARED, make_comfyui, run_comfyui
+    from comfy import SHARED, make_comfyui, run_comfyui
 
     if not SHARED.is_dir():
         return {"skipped": f"no ComfyUI fixture at {SHARED}"}

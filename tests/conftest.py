@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from origin import Origin
 
-from tests.origin import Origin
-
+REPO = Path(__file__).resolve().parent.parent
 _LEAKY = ("CMCACHE_", "COMFYUI_MANAGER_", "HF_TOKEN", "CIVITAI_API_TOKEN", "NO_COLOR")
 
 
@@ -37,9 +37,12 @@ class Cli:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        home.parent.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY)}
         self.env["CMCACHE_HOME"] = str(home)
         self.env["COLUMNS"] = "200"
+        # `python -m` puts the working directory first on sys.path: keep the checkout off it.
+        self.env["PYTHONSAFEPATH"] = "1"
 
     @property
     def root(self) -> Path:
@@ -60,7 +63,7 @@ class Cli:
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            **kwargs,
+            **{"cwd": self.home.parent, **kwargs},
         )
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 120) -> Result:
@@ -72,6 +75,7 @@ class Cli:
             text=True,
             capture_output=True,
             timeout=timeout,
+            cwd=self.home.parent,
         )
         return Result(done.returncode, done.stdout, done.stderr)
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Cli
-from tests.origin import Origin
+from conftest import Cli
+from origin import Origin
 
 FAST_RETRIES = "[download]\nretry_wait = 1\nmax_tries = 5\ntimeout = 10\n"
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import FAST_RETRIES
+from conftest import Cli
+from origin import Origin
+from pulling import FAST_RETRIES
 
 MEMBERS = {
     "loras/pack/a.safetensors": b"A" * 30_000,

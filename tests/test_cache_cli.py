@@ -6,10 +6,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+from conftest import Cli
+from origin import Origin
+from pulling import FAST_RETRIES, file_sha, publish, wait_for
+
 from cmcache.adapters.storage.index import Index
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import FAST_RETRIES, file_sha, publish, wait_for
 
 MiB = 1 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Cli
+from conftest import Cli
 
 
 def test_builtin_sdxl_alias_resolves_with_no_config(cli: Cli) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import FAST_RETRIES, file_sha, publish, wait_for
+from conftest import Cli
+from origin import Origin
+from pulling import FAST_RETRIES, file_sha, publish, wait_for
 
 MiB = 1 << 20
 SECRET = "cluster-secret-123"

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.comfy import make_comfyui, run_comfyui
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import publish, wait_for
+from comfy import make_comfyui, run_comfyui
+from conftest import Cli
+from origin import Origin
+from pulling import publish, wait_for
 
 MiB = 1 << 20
 

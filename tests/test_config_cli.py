@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from tests.conftest import Cli
+from conftest import Cli
 
 
 def test_init_writes_a_commented_starter_once(cli: Cli) -> None:

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import Cli
 
 from cmcache.core.manifest.formats import parse_manifest
 from cmcache.core.settings.load import load_settings
-from tests.conftest import Cli
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import Cli, aria2c_pids
-from tests.origin import Origin
-from tests.pulling import FAST_RETRIES, file_sha, publish, wait_for
+from conftest import Cli, aria2c_pids
+from origin import Origin
+from pulling import FAST_RETRIES, file_sha, publish, wait_for
 
 MiB = 1 << 20
 

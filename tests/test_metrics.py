@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import Cli
+from origin import Origin
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import publish
+from pulling import publish
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,8 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import Cli
-from tests.origin import Origin
+from conftest import Cli
+from origin import Origin
 
 FILES = {
     "checkpoints/base.safetensors": 300_000,

@@ -8,9 +8,9 @@ import shutil
 import signal
 import subprocess
 
-from tests.conftest import Cli, aria2c_pids
-from tests.origin import Origin
-from tests.pulling import file_sha, publish, wait_for
+from conftest import Cli, aria2c_pids
+from origin import Origin
+from pulling import file_sha, publish, wait_for
 
 MiB = 1 << 20
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import publish
+from conftest import Cli
+from origin import Origin
+from pulling import publish
 
 HEAVY = ("aria2p", "requests", "sqlite3")
 

@@ -6,8 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from tests.conftest import Cli
-from tests.origin import Origin
+from conftest import Cli
+from origin import Origin
 
 
 def _list(version: str, *models: tuple[str, str]) -> bytes:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import comfyui_workflow_templates_json
-
-from tests.conftest import Cli
-from tests.origin import Origin
-from tests.pulling import FAST_RETRIES, publish
+from conftest import Cli
+from origin import Origin
+from pulling import FAST_RETRIES, publish
 
 TEMPLATES = Path(comfyui_workflow_templates_json.__file__).parent / "templates"
 
