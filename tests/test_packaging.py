@@ -30,7 +30,7 @@ def test_the_installed_package_has_every_source_file_including_data() -> None:
 def test_tests_and_cli_subprocesses_import_the_installed_package_not_the_checkout(
     cli: Cli,
 ) -> None:
-    assert not Path(cmcache.__file__).resolve().is_relative_to(REPO)
+    assert not Path(cmcache.__file__).resolve().is_relative_to(SOURCE)
     done = subprocess.run(
         [sys.executable, "-c", "import cmcache; print(cmcache.__file__)"],
         env=cli.env,
@@ -39,4 +39,4 @@ def test_tests_and_cli_subprocesses_import_the_installed_package_not_the_checkou
         text=True,
         check=True,
     )
-    assert not Path(done.stdout.strip()).resolve().is_relative_to(REPO)
+    assert not Path(done.stdout.strip()).resolve().is_relative_to(SOURCE)
