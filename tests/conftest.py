@@ -11,10 +11,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from origin import Origin
+
+if TYPE_CHECKING:
+    from clustering import Node, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 _LEAKY = ("CMCACHE_", "COMFYUI_MANAGER_", "HF_TOKEN", "CIVITAI_API_TOKEN", "NO_COLOR")
@@ -111,3 +114,35 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
     server = Origin(tmp_path / "origin").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server (cluster tests)."""
+    from clustering import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, origin: Origin, redis_url: str) -> Iterator[list[Node]]:
+    """Three cluster nodes on 127.0.0.2-4, each with its own home (not yet configured)."""
+    from clustering import SECRET, Node, free_port
+
+    made = []
+    for i, host in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.4"), start=1):
+        cli = Cli(tmp_path / f"node{i}")
+        cli.env["CMCACHE_CLUSTER_SECRET"] = SECRET
+        made.append(Node(cli, host, free_port(host)))
+    yield made
+    for node in made:
+        node.stop(signal.SIGKILL)
+        node.cli("daemon", "stop")

@@ -3,138 +3,20 @@ home, root and `cmcache serve`, one origin on 127.0.0.1 counting bytes."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 import requests
-from conftest import Cli
+from clustering import (
+    SECRET,
+    MiB,
+    Node,
+    join,
+    origin_bytes,
+)
 from origin import Origin
-from pulling import FAST_RETRIES, file_sha, publish, wait_for
-
-MiB = 1 << 20
-SECRET = "cluster-secret-123"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: _pings(client), what="redis-server")
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
-def _pings(client: object) -> bool:
-    try:
-        return bool(client.ping())  # type: ignore[attr-defined]
-    except Exception:
-        return False
-
-
-@dataclass
-class Node:
-    cli: Cli
-    host: str
-    port: int
-    server: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> None:
-        self.server = self.cli.popen("serve")
-        wait_for(self._up, timeout=30, what=f"cmcache serve on {self.host}")
-
-    def _up(self) -> bool:
-        try:
-            requests.get(f"{self.url}/v1/models/x/y", timeout=1)
-        except requests.RequestException:
-            return False
-        status = self.cli("--json", "cluster", "status")
-        return status.code == 0 and self.host in str(status.json()["data"]["nodes"])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(sig)
-            self.server.wait(20)
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, origin: Origin, redis_url: str) -> Iterator[list[Node]]:
-    made = []
-    for i, host in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.4"), start=1):
-        cli = Cli(tmp_path / f"node{i}")
-        cli.env["CMCACHE_CLUSTER_SECRET"] = SECRET
-        made.append(Node(cli, host, free_port(host)))
-    yield made
-    for node in made:
-        node.stop(signal.SIGKILL)
-        node.cli("daemon", "stop")
-
-
-def join(
-    nodes: list[Node],
-    origin: Origin,
-    redis_url: str,
-    sizes: dict[str, int],
-    *,
-    rate: int | None = None,
-    serve: bool = True,
-) -> dict[str, str]:
-    digests: dict[str, str] = {}
-    for node in nodes:
-        cluster = (
-            f'[cluster]\nredis = "{redis_url}"\nnode = "{node.host}"\n'
-            f'serve = "{node.host}:{node.port}"\norigin_rate = "100/minute"\n'
-        )
-        digests = publish(node.cli, origin, sizes, extra_config=FAST_RETRIES + cluster)
-        if serve:
-            node.start()
-    if rate is not None:
-        for name in sizes:
-            origin.fault(f"files/{name}", rate=rate)
-    return digests
-
-
-def origin_bytes(origin: Origin, name: str) -> int:
-    return sum(r.sent for r in origin.requests_for(f"files/{name}", "GET"))
+from pulling import file_sha, wait_for
 
 
 def test_three_concurrent_pulls_cost_the_origin_one_copy(

@@ -18,7 +18,10 @@ app.add_typer(cluster_app, name="cluster")
 @app.command()
 def serve(
     listen: Annotated[
-        str | None, typer.Option("--listen", help="HOST:PORT (default: [cluster] serve).")
+        str | None,
+        typer.Option(
+            "--listen", metavar="HOST:PORT", help="Where to listen (default: [cluster] serve)."
+        ),
     ] = None,
 ) -> None:
     """Serve this node's verified models to its peers, and heartbeat, until stopped."""
@@ -26,7 +29,7 @@ def serve(
 
     st = state()
     st.out.info("serving this node's models to its peers; Ctrl-C stops")
-    run_serve(st.settings(), listen)
+    run_serve(st.settings(), listen, st.out.warn)
 
 
 @cluster_app.command("status")

@@ -5,25 +5,30 @@ with Redis unreachable, pulls warn once and use the origins."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cmcache.core.errors import ClusterUnavailable
+from cmcache.core.files import write_atomic
 
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from pathlib import Path
 
     from cmcache.adapters.cluster.registry import FetchLock, Holder, Registry
+    from cmcache.adapters.storage.index import Job
+    from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
     from cmcache.services.in_flight import Live
 
 
-def registry_for(settings: Settings) -> Registry:
-    """The cluster registry.
+def registry_for(settings: Settings, on_bad: Callable[[str], None] | None = None) -> Registry:
+    """The cluster registry; ``on_bad`` hears (once each) of malformed records it skips.
 
     Raises:
         ClusterUnavailable: no ``[cluster] redis``, or Redis does not answer.
@@ -35,14 +40,21 @@ def registry_for(settings: Settings) -> Registry:
         raise ClusterUnavailable(
             "this node is not in a cluster", hint="set [cluster] redis (or CMCACHE_REDIS)"
         )
-    registry = Registry(cluster.redis, cluster.node_name)
+    registry = Registry(cluster.redis, cluster.node_name, on_bad=on_bad)
     registry.ping()
     return registry
 
 
 @dataclass
 class Cluster:
-    """What a pull needs of the cluster; every Redis failure degrades to "no cluster"."""
+    """What a pull needs of the cluster; every Redis failure degrades to "no cluster".
+
+    Choosing sources (``source_for``): a model is taken from peers only when the bytes they
+    must deliver are known in advance (the manifest's sha256, else the one its origin
+    announces), and only from peers that announce exactly that hash. The whole-file check
+    after the last byte is the gate; peers whose bytes fail it are distrusted (taken off the
+    location index, their node told to re-verify) and the pull starts over from the origin.
+    """
 
     settings: Settings
     registry: Registry
@@ -64,19 +76,22 @@ class Cluster:
         """The shared secret (for signing peer URLs; never sent)."""
         return self.settings.cluster.secret_value()
 
-    def peers(self, target: Target) -> tuple[list[str], Holder | None]:
-        """Signed URLs of the live peers holding ``target`` with the expected bytes."""
-        from cmcache.adapters.cluster.server import peer_url
-
+    def peers(self, target: Target, want_sha: str | None, skip: Iterable[str] = ()) -> list[Holder]:
+        """Live peers holding ``target`` with the bytes ``want_sha`` names (none without it),
+        leaving out the nodes in ``skip``."""
+        if not want_sha:
+            return []  # nothing can prove a peer's bytes: the origin serves it
         held = self._safe(lambda: self.registry.holders(target.ref))
         holders: list[Holder] = held if isinstance(held, list) else []
-        want = target.entry.sha256
-        matching = [h for h in holders if want is None or h.sha256 == want]
-        if want is None and len({h.sha256 for h in matching}) > 1:
-            return [], None  # peers disagree and no manifest hash decides: use the origin
+        left_out = set(skip)
+        return [h for h in holders if h.sha256 == want_sha and h.node not in left_out]
+
+    def signed_urls(self, target: Target, holders: Iterable[Holder]) -> list[str]:
+        """Each holder's URL of ``target``, signed (for ``SIGNATURE_TTL``)."""
+        from cmcache.adapters.cluster.server import peer_url
+
         entry = target.entry
-        urls = [peer_url(h.url, self.secret, entry.folder, entry.filename) for h in matching]
-        return urls, (matching[0] if matching else None)
+        return [peer_url(h.url, self.secret, entry.folder, entry.filename) for h in holders]
 
     def fetch_lock(self, target: Target) -> FetchLock | None:
         """This node's turn to fetch ``target`` from its origin, or None if another node's."""
@@ -92,19 +107,22 @@ class Cluster:
         )
         return wait if isinstance(wait, float) else 0.0
 
-    def source_for(self, live: Live, on_note: Callable[[str], None]) -> list[str] | None:
-        """Peers' URLs when live peers hold the model; None to fetch from the origin (this
-        node's turn, within the rate limits); [] to wait and ask again."""
-        from cmcache.adapters.http.resolve import Resolved
+    def source_for(
+        self, live: Live, on_note: Callable[[str], None], origin_sha: Callable[[], str | None]
+    ) -> list[str] | None:
+        """Peers' URLs when live peers hold the model's expected bytes; None to fetch from the
+        origin (this node's turn, within the rate limits); [] to wait and ask again.
 
+        ``origin_sha`` asks the origin which sha256 it serves (for a manifest without one).
+        """
         ref, now = live.target.ref, time.monotonic()
         if not live.peer_failed:
-            urls, holder = self.peers(live.target)
-            if urls and holder is not None:
-                live.via = "peer"
-                live.resolved = Resolved(urls[0], None, holder.size, holder.sha256, True)
-                return urls
-        live.via, live.resolved = "origin", None
+            want = live.target.entry.sha256 or origin_sha()
+            holders = self.peers(live.target, want, live.distrusted)
+            if holders:
+                live.via, live.peers, live.signed_at = "peer", holders, now
+                return self.signed_urls(live.target, holders)
+        live.via, live.peers = "origin", []
         if live.fetch_lock is None:
             live.fetch_lock = self.fetch_lock(live.target)
             if live.fetch_lock is None:
@@ -120,6 +138,13 @@ class Cluster:
             return []
         return None
 
+    def distrust(self, live: Live) -> None:
+        """The peers ``live`` used sent bytes that failed the check: off the location index
+        with them, and never again in this pull."""
+        for holder in live.peers:
+            live.distrusted.add(holder.node)
+            self._safe(lambda h=holder: self.registry.distrust(live.target.ref, h.node))  # type: ignore[misc]
+
     def keep_locks(self, lives: Iterable[Live]) -> None:
         """Extend this node's origin-fetch locks (every 10 s) while their downloads live."""
         now = time.monotonic()
@@ -127,6 +152,26 @@ class Cluster:
             if live.fetch_lock is not None and now - live.extended_at > 10:
                 live.extended_at = now
                 self._safe(live.fetch_lock.extend)
+
+    def detach_lock(self, live: Live, token_file: Path) -> None:
+        """Keep ``live``'s origin-fetch lock while the daemon downloads on without a watcher:
+        extended to ``DETACHED_LOCK_TTL`` and its token written down for whoever looks next
+        (``status``: ``keep_detached_locks``; ``pull``: ``adopt_lock``)."""
+        from cmcache.adapters.cluster.registry import DETACHED_LOCK_TTL
+
+        lock = live.fetch_lock
+        if lock is None or not self._safe(lambda: lock.extend(DETACHED_LOCK_TTL)):
+            return
+        body = json.dumps({"ref": live.target.ref, "token": lock.token})
+        write_atomic(token_file, body.encode(), mode=0o600)
+        live.fetch_lock = None  # handed over: this process must not free it
+
+    def adopt_lock(self, live: Live, token_file: Path) -> None:
+        """Take back a detached download's origin-fetch lock (see ``detach_lock``)."""
+        found = _read_token(token_file)
+        if found is not None and live.fetch_lock is None:
+            live.fetch_lock = self.registry.fetch_lock(live.target.ref, found[1])
+        live.token_file = token_file
 
     def announce(self, ref: str, sha256: str, size: int) -> None:
         """This node now holds ``ref``."""
@@ -137,12 +182,43 @@ class Cluster:
         self._safe(lambda: self.registry.withdraw(ref))
 
 
+def _read_token(path: Path) -> tuple[str, str] | None:
+    """(ref, token) from a detached download's token file, if it is readable."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return str(doc["ref"]), str(doc["token"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def keep_detached_locks(settings: Settings, store: ModelStore, running: Iterable[Job]) -> None:
+    """Extend the origin-fetch locks of detached downloads still running here (``status``
+    calls this after placing what finished); free those whose download is gone."""
+    from cmcache.adapters.cluster.registry import DETACHED_LOCK_TTL
+
+    files = list(store.locks_dir.glob("*.fetch")) if store.locks_dir.is_dir() else []
+    if not files or not settings.cluster.enabled:
+        return
+    alive = {store.fetch_token_path(j.folder, j.filename) for j in running}
+    with contextlib.suppress(ClusterUnavailable):
+        registry = registry_for(settings)
+        for path in files:
+            found = _read_token(path)
+            if found is not None:
+                lock = registry.fetch_lock(*found)
+                if path in alive:
+                    lock.extend(DETACHED_LOCK_TTL)
+                    continue
+                lock.release()
+            path.unlink(missing_ok=True)
+
+
 def cluster_for(settings: Settings, on_note: Callable[[str], None]) -> Cluster | None:
     """The cluster for a pull, or None (not configured, or Redis down: said once)."""
     if not settings.cluster.enabled:
         return None
     try:
-        return Cluster(settings, registry_for(settings), on_note)
+        return Cluster(settings, registry_for(settings, on_note), on_note)
     except ClusterUnavailable as exc:
         on_note(f"cluster: {exc.message}; using the origins")
         return None

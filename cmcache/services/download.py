@@ -38,6 +38,8 @@ from cmcache.services.placement import Placement, hash_file, move_verified
 from cmcache.services.priority import rebalance
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cmcache.adapters.aria2.client import Transfer
     from cmcache.adapters.aria2.link import EngineLink
     from cmcache.adapters.http.resolve import Resolver
@@ -50,6 +52,8 @@ POLL = 0.25
 PEER_SPLIT = (
     "4"  # peers are near: more connections cost CPU here, not time (measured 111→141 MiB/s)
 )
+PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
+# download.timeout): peers are near, and a silent one must cost seconds, not minutes
 
 
 class Downloader:
@@ -93,6 +97,9 @@ class Downloader:
                 self._begin(target, opts)
             if opts.detach:
                 for live in list(self._live.values()):
+                    if self.cluster is not None:  # the daemon fetches on: keep the turn
+                        token_file = self._token_file(live)
+                        self.cluster.detach_lock(live, token_file)
                     self._finish(live, Outcome(live.target, PullOutcome.QUEUED))
                 for ref, (target, lock) in list(self._waiting.items()):
                     lock.release()
@@ -210,6 +217,8 @@ class Downloader:
         if transfer is None or transfer.path != str(live.target.staging):
             return False
         live.gid, live.engine_url, live.last = job.gid, engine.url, transfer
+        if self.cluster is not None:  # a detached origin fetch: its cluster lock is ours now
+            self.cluster.adopt_lock(live, self._token_file(live))
         if transfer.status == TransferStatus.PAUSED:
             with contextlib.suppress(RpcError):
                 engine.unpause(job.gid)
@@ -221,7 +230,7 @@ class Downloader:
         try:
             uris = None
             if self.cluster is not None and not target.archive:
-                uris = self.cluster.source_for(live, self.on_note)
+                uris = self.cluster.source_for(live, self.on_note, lambda: self._origin_sha(live))
             if uris == []:
                 return  # another node fetches it, or the origin budget is spent: retry later
             if uris is None:
@@ -241,12 +250,32 @@ class Downloader:
         except CmcacheError as exc:  # the resolver has already retried what is worth it
             self._fail(live, exc.exit_code, exc.message)
 
+    def _token_file(self, live: Live) -> Path:
+        return self.store.fetch_token_path(live.target.entry.folder, live.target.entry.filename)
+
+    def _origin_sha(self, live: Live) -> str | None:
+        """The sha256 the origin announces for a model whose manifest has none (asked once per
+        pull): the only hash peers may be trusted with then."""
+        if not live.origin_asked:
+            live.origin_asked = True
+            try:
+                live.origin_sha = self.resolver.resolve(live.target.entry.urls[0]).sha256
+            except DownloadError:
+                live.origin_sha = None
+        return live.origin_sha
+
+    @property
+    def _peer_timeout(self) -> int:
+        return min(PEER_TIMEOUT, self.settings.download.timeout)
+
     def _options(self, target: Target, live: Live, opts: PullOptions) -> dict[str, str]:
-        token = live.resolved.token_host if live.resolved else None
+        token = live.resolved.token_host if live.resolved and live.via == "origin" else None
         header = self.resolver.token_header(token) if token else None
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
+            wait = str(self._peer_timeout)
             options |= {"max-tries": "2", "retry-wait": "1", "connect-timeout": "5"}
+            options |= {"timeout": wait}
             options["split"] = str(opts.split or self.settings.download.split or PEER_SPLIT)
         return options
 
@@ -280,11 +309,17 @@ class Downloader:
     def _misbehaving(self, live: Live, transfer: Transfer) -> bool:
         """Stop a download whose origin sends more than the expected size, or stalls (less
         than ``STALL_RATE`` bytes/s over ``download.timeout`` seconds); True if stopped."""
-        verdict = live.check(transfer, self.settings.download.timeout)
+        peer = live.via == "peer"
+        window = self._peer_timeout if peer else self.settings.download.timeout
+        verdict = live.check(transfer, window)
         if verdict is None:
             return False
         self._drop(live.engine_url, live.gid)
-        if verdict.overshoot:
+        if peer and verdict.overshoot:
+            self._bad_peer_bytes(live, verdict.message)
+        elif peer:
+            self._peer_gone(live, verdict.message)
+        elif verdict.overshoot:
             self._fail(live, ExitCode.INTEGRITY, verdict.message)
         elif not self._retry_later(live, verdict.message):
             self._fail(live, ExitCode.DOWNLOAD, verdict.message + "; giving up")
@@ -301,10 +336,8 @@ class Downloader:
     def _failed_transfer(self, live: Live, transfer: Transfer) -> None:
         code, ref = transfer.error_code, live.target.ref
         message = f"{ref}: {describe_aria2_error(code, transfer.error_message)}"
-        if live.via == "peer" and code != "9":  # the bytes so far are good: the origin resumes
-            live.peer_failed = True
-            self.on_note(f"{ref}: the peer broke off ({message}); finishing from the origin")
-            live.retry_at = time.monotonic()
+        if live.via == "peer" and code != "9":
+            self._peer_gone(live, message)
             return
         step = live.after_error(code)
         if step == NextStep.DISK_FULL:
@@ -317,6 +350,27 @@ class Downloader:
             live.retry_at = time.monotonic()
         elif step != NextStep.RETRY or not self._retry_later(live, message):
             self._fail(live, ExitCode.DOWNLOAD, message)
+
+    def _peer_gone(self, live: Live, message: str) -> None:
+        """Peers stopped serving: the origin resumes the partial (the whole-file check still
+        judges every byte). Signatures that lapsed during a long transfer are renewed once."""
+        from cmcache.adapters.cluster.server import SIGNATURE_TTL
+
+        if time.monotonic() - live.signed_at < 0.9 * SIGNATURE_TTL:
+            live.peer_failed = True
+            self.on_note(f"{message}: the peer stopped serving it; finishing from the origin")
+        live.retry_at = time.monotonic()
+
+    def _bad_peer_bytes(self, live: Live, message: str) -> None:
+        """Peers sent bytes that fail the check: drop them (and say so in Redis), start over
+        from the origin with nothing of theirs kept."""
+        assert self.cluster is not None
+        nodes = ", ".join(sorted(h.node for h in live.peers))
+        self.cluster.distrust(live)
+        live.peers, live.peer_failed, live.verifying = [], True, None
+        remove_quietly(live.target.staging, live.target.control)
+        self.on_note(f"{message}: bad bytes from {nodes}; dropped them, fetching from the origin")
+        live.retry_at = time.monotonic()
 
     def _retry_later(self, live: Live, message: str) -> bool:
         live.attempts += 1
@@ -340,7 +394,14 @@ class Downloader:
                 self.placement.commit(
                     target, hashed, live.expected_size, live.expected_sha, target.entry.urls[0]
                 )
-        except (IntegrityError, OSError) as exc:
+        except IntegrityError as exc:
+            if live.peers and self.cluster is not None:  # peers' bytes: the origin gets a turn
+                self._bad_peer_bytes(live, exc.message)
+                return
+            remove_quietly(target.staging, target.control)
+            self._fail(live, exc.exit_code, exc.message + "; nothing was placed")
+            return
+        except OSError as exc:
             remove_quietly(target.staging, target.control)
             code = exc.exit_code if isinstance(exc, CmcacheError) else ExitCode.CACHE
             text = exc.message if isinstance(exc, CmcacheError) else f"{target.ref}: {exc}"
@@ -378,6 +439,8 @@ class Downloader:
     def _finish(self, live: Live, outcome: Outcome) -> None:
         if live.fetch_lock is not None:
             live.fetch_lock.release()
+        if live.token_file is not None and outcome.outcome != PullOutcome.QUEUED:
+            remove_quietly(live.token_file)  # placed or failed: no lock left to keep
         self._done[live.target.entry.ref] = outcome
         if not live.target.archive:  # a bundle's members are reported once unpacked
             self.hooks.on_outcome(outcome)

@@ -17,9 +17,10 @@ from cmcache.core.urls import redact
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from concurrent.futures import Future
+    from pathlib import Path
 
     from cmcache.adapters.aria2.client import Transfer
-    from cmcache.adapters.cluster.registry import FetchLock
+    from cmcache.adapters.cluster.registry import FetchLock, Holder
     from cmcache.adapters.http.resolve import Resolved
     from cmcache.adapters.storage.locks import FileLock
     from cmcache.core.targets import Target
@@ -85,21 +86,37 @@ class Live:
     last: Transfer | None = None
     mark: tuple[float, int] = field(default_factory=lambda: (time.monotonic(), 0))  # progress
     verifying: Future[tuple[str, int]] | None = None
-    via: str = "origin"  # or "peer": another node of the cluster serves it
-    peer_failed: bool = False  # a peer broke off: the origin finishes the file
+    via: str = "origin"  # or "peer": other nodes of the cluster serve it
+    peers: list[Holder] = field(default_factory=list)  # the nodes serving it now (via "peer")
+    signed_at: float = 0.0  # when the peers' URLs were signed (they expire)
+    peer_failed: bool = False  # peers broke off or sent bad bytes: the origin finishes it
+    distrusted: set[str] = field(default_factory=set)  # nodes whose bytes failed the check
     fetch_lock: FetchLock | None = None  # this node's turn to fetch it from the origin
+    token_file: Path | None = None  # where a detached download left its fetch lock's token
     extended_at: float = 0.0
     noted_wait: bool = False
+    origin_sha: str | None = None  # what the origin announced, asked once (see cluster)
+    origin_asked: bool = False
 
     @property
     def expected_sha(self) -> str | None:
-        """The manifest's sha256, else the one the origin announced."""
-        return self.target.entry.sha256 or (self.resolved.sha256 if self.resolved else None)
+        """The manifest's sha256, else the one the origin announced. Never a peer's claim:
+        peers are chosen for announcing this hash, and then proven by it."""
+        if self.target.entry.sha256:
+            return self.target.entry.sha256
+        if self.resolved is not None and self.resolved.sha256:
+            return self.resolved.sha256
+        return self.origin_sha
 
     @property
     def expected_size(self) -> int | None:
-        """The manifest's exact size, else the one the origin announced."""
-        return self.target.entry.exact_size or (self.resolved.size if self.resolved else None)
+        """The manifest's exact size, else the one the origin announced, else (from peers) the
+        size they announce: a wrong one only fails the check, which sends the pull to the
+        origin."""
+        size = self.target.entry.exact_size or (self.resolved.size if self.resolved else None)
+        if size is None and self.via == "peer" and self.peers:
+            return self.peers[0].size
+        return size
 
     def check_announced_size(self) -> None:
         """Refuse an origin that announces more (or fewer) bytes than the manifest states.

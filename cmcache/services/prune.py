@@ -97,7 +97,8 @@ def execute(
             record = index.get_file(c.folder, c.filename)
             if record is None:
                 continue
-            if path.exists() and fingerprint(path) != (record.size, record.mtime_ns, record.inode):
+            verified = (record.size, record.mtime_ns, record.inode)
+            if path.exists() and not record.failed_check and fingerprint(path) != verified:
                 # Someone changed the file since cmcache placed it: it is theirs now.
                 index.forget_file(c.folder, c.filename)
                 skip(f"{c.ref}: changed since it was downloaded; left alone and unmanaged")

@@ -206,8 +206,24 @@ def queue_report(settings: Settings, cache: Cache, hooks: PullHooks) -> QueueRep
             downloader = make_downloader(settings, cache, link, hooks)
             placed = tuple(downloader.run(targets, PullOptions()))
     entries = queue_status(cache.index, link)
+    if settings.cluster.enabled and not cache.index.readonly:
+        _keep_cluster_locks(settings, cache, entries)
     files, size = cache.index.usage()
     return QueueReport(tuple(entries), link is not None, files, size, placed)
+
+
+def _keep_cluster_locks(settings: Settings, cache: Cache, entries: list[QueueEntry]) -> None:
+    """Detached origin fetches still running keep their turn in the cluster; the others
+    give it back (services.cluster.keep_detached_locks)."""
+    from cmcache.services.cluster import keep_detached_locks
+
+    running = {
+        e.id
+        for e in entries
+        if e.state in (TransferStatus.ACTIVE, TransferStatus.WAITING, TransferStatus.PAUSED)
+    }
+    jobs = [j for j in cache.index.jobs() if j.gid in running]
+    keep_detached_locks(settings, cache.store, jobs)
 
 
 def act_on_jobs(

@@ -10,6 +10,7 @@ from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError, UnverifiedError
 from cmcache.core.states import CheckStatus
 from cmcache.services.catalog import load_catalog
+from cmcache.services.cluster import withdraw_quietly
 from cmcache.services.placement import Placement, hash_file, mismatch, placement_for
 from cmcache.services.pull import resolve_targets
 
@@ -64,6 +65,7 @@ def verify_files(
             continue
         actual, size = hash_file(path)
         if mismatch(None, expected, size, actual) is not None:
+            placement.index.mark_failed_check(*key)  # never served, never counted as present
             results.append(Checked(*key, CheckStatus.BAD, expected, actual))
             continue
         # A touched mtime is fine once the bytes are proven: record the file as it is now.
@@ -137,11 +139,9 @@ def check_models(
             (t.entry.folder, t.entry.filename) for t in resolve_targets(catalog, cache.store, refs)
         ]
     checked = verify_files(Placement(cache.index), cache.store, catalog, keys)
-    bad = [
-        c.ref
-        for c in checked
-        if c.status in (CheckStatus.BAD, CheckStatus.MISSING) and catalog.get(c.ref)
-    ]
+    failed = [c.ref for c in checked if c.status in (CheckStatus.BAD, CheckStatus.MISSING)]
+    withdraw_quietly(settings, failed)  # peers must not fetch it from here any more
+    bad = [ref for ref in failed if catalog.get(ref)]
     return checked, resolve_targets(catalog, cache.store, bad) if bad else []
 
 

@@ -2,7 +2,8 @@
 origin fetch per model at a time, and origin rate limits (the `limits` library).
 
 Keys, all under ``cmcache:``: ``node:<name>`` (a heartbeat with a TTL), ``holders:<ref>`` (a
-hash node → sha256 and size), ``fetch:<ref>`` (a redis-py Lock whose token names the node).
+hash node → sha256 and size), ``fetch:<ref>`` (a lock whose value names the node),
+``suspect:<node>`` (refs whose bytes from that node failed a peer's check).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import redis
 import redis.exceptions
 
 from cmcache.core.errors import ClusterUnavailable
+from cmcache.core.peers import BadRecord, parse_holding, parse_node
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 PREFIX = "cmcache:"
 HEARTBEAT_TTL = 15  # seconds a node counts as alive after its last heartbeat
 LOCK_TTL = 30.0  # seconds a fetch lock outlives a holder that stopped extending it
+DETACHED_LOCK_TTL = 600.0  # the same for a detached download, which nobody watches for a while
+BROKEN_LOCK_GRACE = 2.0  # a fetch lock without any expiry (not ours) is given this much more
+SUSPECT_TTL = 86400  # seconds a complaint about a holder's bytes waits for that holder
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,8 @@ class Holder:
     """A live node that holds a model, and where to fetch it."""
 
     node: str
-    url: str
-    sha256: str
+    url: str  # a checked ``scheme://host:port`` base
+    sha256: str  # as the holder announced it: a claim, never a proof
     size: int
 
 
@@ -47,17 +52,28 @@ class NodeInfo:
     models: int
     bytes: int
     seen: float
+    instance: str = ""
 
 
 class Registry:
-    """This node's view of the cluster."""
+    """This node's view of the cluster. Every value read from Redis is checked
+    (core.peers); a malformed one is skipped and reported once through ``on_bad``."""
 
-    def __init__(self, url: str, node: str, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        node: str,
+        *,
+        timeout: float = 2.0,
+        on_bad: Callable[[str], None] | None = None,
+    ) -> None:
         self.url = url
         self.node = node
         self.redis = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
         )
+        self._on_bad = on_bad or (lambda _text: None)
+        self._reported: set[str] = set()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -74,28 +90,59 @@ class Registry:
         """Raise ClusterUnavailable unless Redis answers."""
         self.call(self.redis.ping)
 
+    def report_once(self, key: str, text: str) -> None:
+        """Say ``text`` through ``on_bad`` once per key and registry."""
+        if key not in self._reported:
+            self._reported.add(key)
+            self._on_bad(text)
+
+    def _skip(self, key: str, reason: str) -> None:
+        self.report_once(key, f"cluster: skipping the malformed Redis record {key}: {reason}")
+
     # ------------------------------------------------------------ nodes
 
-    def heartbeat(self, url: str, models: int, size: int) -> None:
-        """Say this node is alive and serves at ``url``."""
-        body = json.dumps({"url": url, "models": models, "bytes": size, "seen": time.time()})
-        self.call(lambda: self.redis.set(f"{PREFIX}node:{self.node}", body, ex=HEARTBEAT_TTL))
+    def heartbeat(self, url: str, models: int, size: int, instance: str) -> NodeInfo | None:
+        """Say this node is alive and serves at ``url``; returns the heartbeat this one
+        replaced (None: the key had lapsed or Redis lost it, so announcements may be gone)."""
+        body = json.dumps(
+            {"url": url, "models": models, "bytes": size, "seen": time.time(), "instance": instance}
+        )
+        key = f"{PREFIX}node:{self.node}"
+        before = self.call(lambda: self.redis.set(key, body, ex=HEARTBEAT_TTL, get=True))
+        return self._node(self.node, before) if before else None
 
-    def leave(self) -> None:
-        """Stop counting as alive now (a clean shutdown)."""
-        self.call(lambda: self.redis.delete(f"{PREFIX}node:{self.node}"))
+    def node_info(self, name: str) -> NodeInfo | None:
+        """One live node's last heartbeat, if it is alive and well-formed."""
+        raw = self.call(lambda: self.redis.get(f"{PREFIX}node:{name}"))
+        return self._node(name, raw) if raw else None
+
+    def leave(self, instance: str) -> None:
+        """Stop counting as alive now (a clean shutdown), unless another instance has taken
+        over this name meanwhile."""
+        key = f"{PREFIX}node:{self.node}"
+        mine = self.node_info(self.node)
+        if mine is not None and mine.instance == instance:
+            self.call(lambda: self.redis.delete(key))
 
     def nodes(self) -> dict[str, NodeInfo]:
-        """Every live node."""
+        """Every live node with a well-formed heartbeat."""
         keys = self.call(lambda: list(self.redis.scan_iter(f"{PREFIX}node:*")))
         values = self.call(lambda: self.redis.mget(keys)) if keys else []
         out = {}
         for key, value in zip(keys, values, strict=True):
-            if value:
-                doc = json.loads(value)
-                name = key.removeprefix(f"{PREFIX}node:")
-                out[name] = NodeInfo(name, doc["url"], doc["models"], doc["bytes"], doc["seen"])
+            name = key.removeprefix(f"{PREFIX}node:")
+            node = self._node(name, value) if value else None
+            if node is not None:
+                out[name] = node
         return out
+
+    def _node(self, name: str, raw: str) -> NodeInfo | None:
+        try:
+            doc = parse_node(raw)
+        except BadRecord as exc:
+            self._skip(f"{PREFIX}node:{name}", str(exc))
+            return None
+        return NodeInfo(name, doc.url, doc.models, doc.bytes, doc.seen, doc.instance)
 
     # ------------------------------------------------------------ the location index
 
@@ -109,17 +156,43 @@ class Registry:
         self.call(lambda: self.redis.hdel(f"{PREFIX}holders:{ref}", self.node))
 
     def holders(self, ref: str) -> list[Holder]:
-        """Live nodes other than this one that hold ``ref``."""
-        held = self.call(lambda: self.redis.hgetall(f"{PREFIX}holders:{ref}"))
+        """Live nodes other than this one that hold ``ref`` (well-formed records only)."""
+        key = f"{PREFIX}holders:{ref}"
+        held = self.call(lambda: self.redis.hgetall(key))
         if not held:
             return []
         live = self.nodes()
         out = []
         for node, body in held.items():
-            if node != self.node and node in live:
-                doc = json.loads(body)
-                out.append(Holder(node, live[node].url, doc["sha256"], int(doc["size"])))
+            if node == self.node or node not in live:
+                continue
+            try:
+                holding = parse_holding(body)
+            except BadRecord as exc:
+                self._skip(f"{key} (node {node})", str(exc))
+                continue
+            out.append(Holder(node, live[node].url, holding.sha256, holding.size))
         return out
+
+    def distrust(self, ref: str, node: str) -> None:
+        """``node`` served bytes of ``ref`` that failed the check: take it off the location
+        index, and leave it a complaint, so its `serve` re-verifies the file."""
+        suspects = f"{PREFIX}suspect:{node}"
+
+        def run() -> None:
+            with self.redis.pipeline() as pipe:
+                pipe.hdel(f"{PREFIX}holders:{ref}", node)
+                pipe.sadd(suspects, ref)
+                pipe.expire(suspects, SUSPECT_TTL)
+                pipe.execute()
+
+        self.call(run)
+
+    def complaints(self) -> list[str]:
+        """Refs whose bytes from this node failed a peer's check (each taken once)."""
+        key = f"{PREFIX}suspect:{self.node}"
+        taken = self.call(lambda: self.redis.spop(key, 1000))
+        return sorted(str(r) for r in taken or [])
 
     def held_by(self) -> dict[str, list[str]]:
         """ref → nodes holding it (live or not)."""
@@ -132,11 +205,23 @@ class Registry:
             k.removeprefix(f"{PREFIX}holders:"): sorted(map(str, self.redis.hkeys(k))) for k in keys
         }
 
+    def holds(self, refs: list[str]) -> list[bool]:
+        """Whether this node's announcement of each ref is in Redis."""
+        found: list[bool] = self.call(lambda: self._holds(refs))
+        return found
+
+    def _holds(self, refs: list[str]) -> list[bool]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hexists(f"{PREFIX}holders:{ref}", self.node)
+            return [bool(x) for x in pipe.execute()]
+
     # ------------------------------------------------------------ one origin fetch at a time
 
-    def fetch_lock(self, ref: str) -> FetchLock:
-        """The lock that lets one node at a time fetch ``ref`` from its origin."""
-        return FetchLock(self, ref)
+    def fetch_lock(self, ref: str, token: str | None = None) -> FetchLock:
+        """The lock that lets one node at a time fetch ``ref`` from its origin; ``token``
+        names a lock this node took earlier (a detached download's)."""
+        return FetchLock(self, ref, token)
 
     def fetching(self) -> dict[str, str]:
         """ref → the node fetching it from the origin now."""
@@ -190,29 +275,61 @@ class Registry:
         }
 
 
-class FetchLock:
-    """A redis-py Lock with a timeout, extended while its holder is alive; a dead holder's
-    lock expires and the next node takes over."""
+# Compare-and-act on the lock's value, so only the holder of the token extends or frees it.
+_IF_OURS = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
+_EXTEND = _IF_OURS.format("'pexpire', KEYS[1], ARGV[2]")
+_RELEASE = _IF_OURS.format("'del', KEYS[1]")
+# A lock with no expiry can never lapse if its holder dies: give it a short one.
+_MEND = (
+    "if redis.call('pttl', KEYS[1]) == -1 then "
+    "return redis.call('pexpire', KEYS[1], ARGV[1]) end return 0"
+)
 
-    def __init__(self, registry: Registry, ref: str) -> None:
+
+class FetchLock:
+    """A Redis key set with NX and an expiry, extended while its holder is alive; a dead
+    holder's lock expires and the next node takes over. The value is ``<node>/<token>``."""
+
+    def __init__(self, registry: Registry, ref: str, token: str | None = None) -> None:
         self.registry = registry
-        self.token = f"{registry.node}/{uuid.uuid4().hex}"
-        self._lock = registry.redis.lock(f"{PREFIX}fetch:{ref}", timeout=LOCK_TTL, blocking=False)
-        self.held = False
+        self.key = f"{PREFIX}fetch:{ref}"
+        self.token = token or f"{registry.node}/{uuid.uuid4().hex}"
+        self.held = token is not None
 
     def acquire(self) -> bool:
-        """Take the lock if nobody holds it; never waits."""
-        self.held = bool(self.registry.call(lambda: self._lock.acquire(token=self.token)))
+        """Take the lock if nobody holds it; never waits. A lock left without an expiry
+        (never one of ours) is given ``BROKEN_LOCK_GRACE`` seconds to live."""
+        r = self.registry.redis
+        ttl = _ms(LOCK_TTL)
+        taken = self.registry.call(lambda: r.set(self.key, self.token, nx=True, px=ttl))
+        grace = _ms(BROKEN_LOCK_GRACE)
+        if not taken and self.registry.call(lambda: r.eval(_MEND, 1, self.key, grace)):
+            self.registry.report_once(
+                self.key,
+                f"cluster: the fetch lock {self.key} has no expiry (a holder that died cannot"
+                f" free it); it now lapses in {BROKEN_LOCK_GRACE:.0f}s",
+            )
+        self.held = bool(taken)
         return self.held
 
-    def extend(self) -> None:
-        """Push the expiry back to a full LOCK_TTL (call while the fetch makes progress)."""
-        if self.held:
-            self.registry.call(lambda: self._lock.extend(LOCK_TTL, replace_ttl=True))
+    def extend(self, ttl: float = LOCK_TTL) -> bool:
+        """Push the expiry back to ``ttl`` seconds; False if the lock is no longer ours."""
+        if not self.held:
+            return False
+        r = self.registry.redis
+        ms = _ms(ttl)
+        ours = bool(self.registry.call(lambda: r.eval(_EXTEND, 1, self.key, self.token, ms)))
+        self.held = ours
+        return ours
 
     def release(self) -> None:
         """Give the lock back (an expired one is gone already)."""
         if self.held:
             self.held = False
-            with contextlib.suppress(ClusterUnavailable, redis.exceptions.LockError):
-                self.registry.call(self._lock.release)
+            r = self.registry.redis
+            with contextlib.suppress(ClusterUnavailable):
+                self.registry.call(lambda: r.eval(_RELEASE, 1, self.key, self.token))
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

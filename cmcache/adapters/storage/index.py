@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 SCHEMA_VERSION = 3
+FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
 _MANAGED = (
     "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
     "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
@@ -74,6 +75,11 @@ class FileRecord:
     source: str = ""
     url: str = ""
     added: float = 0.0
+
+    @property
+    def failed_check(self) -> bool:
+        """Whether ``verify`` or `serve` found the file's bytes bad (see ``mark_failed_check``)."""
+        return self.mtime_ns == FAILED_CHECK
 
 
 class ManagedFile(NamedTuple):
@@ -214,6 +220,15 @@ class Index:
         """Drop a file's record (after it is gone)."""
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE folder = ? AND filename = ?", (folder, filename))
+
+    def mark_failed_check(self, folder: str, filename: str) -> None:
+        """The file's bytes failed verification: its record stops vouching for it (``pull``
+        fetches it again, ``serve`` refuses it, ``prune`` may remove it)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE files SET mtime_ns = ? WHERE folder = ? AND filename = ?",
+                (FAILED_CHECK, folder, filename),
+            )
 
     def mark_removing(self, folder: str, filename: str) -> None:
         """Say a removal is about to happen, so a crash mid-way is finished on the next run."""

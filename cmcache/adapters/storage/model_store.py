@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -132,6 +133,11 @@ class ModelStore:
                 ref=target.entry.ref,
             )
 
+    def fetch_token_path(self, folder: str, filename: str) -> Path:
+        """Where a detached download keeps the token of its cluster fetch lock, so the next
+        `status` or `pull` that sees it can extend or free that lock."""
+        return self.locks_dir / (self.staging_name(folder, filename) + ".fetch")
+
     def serving_lock_path(self, folder: str, filename: str, tag: str) -> Path:
         """A lock `cmcache serve` holds while it sends a file to a peer."""
         return self.locks_dir / f"{self.staging_name(folder, filename)}.serving-{tag}"
@@ -140,7 +146,9 @@ class ModelStore:
         """Whether a peer is being sent this file now (a held serving lock)."""
         from cmcache.adapters.storage.locks import FileLock
 
-        for path in self.locks_dir.glob(f"{self.staging_name(folder, filename)}.serving-*"):
+        # The name may hold glob characters ("[", "]", "*"): match it literally.
+        pattern = glob.escape(self.staging_name(folder, filename)) + ".serving-*"
+        for path in self.locks_dir.glob(pattern):
             lock = FileLock(path)
             if not lock.try_acquire():
                 return True

@@ -79,8 +79,25 @@ def _rate(value: Any, where: str) -> str:
     text = _string(value, where).strip()
     if text in ("", "0"):
         return "0"
-    if not re.match(r"^\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day|month|year)s?$", text):
+    match = re.match(r"^(\d+)\s*(?:/|per)\s*(\d*)\s*(second|minute|hour|day|month|year)s?$", text)
+    if not match:
         raise ConfigError(f'{where}: expected a rate like "10/minute" or "0", got {value!r}')
+    if int(match.group(1)) == 0 or (match.group(2) and int(match.group(2)) == 0):
+        # "0/minute" allows nothing ever and "10/0minute" has no window: both wait forever.
+        raise ConfigError(
+            f'{where}: {value!r} never allows a download; use a count and window ≥ 1, or "0"'
+            " for no limit"
+        )
+    return text
+
+
+def _redis(value: Any, where: str) -> str:
+    text = _string(value, where).strip()
+    if text and not re.match(r"^(rediss?|unix)://", text):
+        raise ConfigError(
+            f"{where} (or CMCACHE_REDIS): expected a URL like redis://host:6379/0,"
+            f" got {text.rsplit('@', 1)[-1]!r}"  # never a password
+        )
     return text
 
 
@@ -164,7 +181,7 @@ KEYS: dict[str, dict[str, Key]] = {
         "extra_model_paths": Key(_string_list, [], "more extra_model_paths.yaml files to read"),
     },
     "cluster": {
-        "redis": Key(_string, "", 'redis://host:6379/0 (env CMCACHE_REDIS); "" = no cluster'),
+        "redis": Key(_redis, "", 'redis://host:6379/0 (env CMCACHE_REDIS); "" = no cluster'),
         "node": Key(_string, "", 'this node\'s name; "" = the host name'),
         "serve": Key(_listen, "0.0.0.0:8765", "where `cmcache serve` listens"),
         "advertise": Key(_string, "", "the URL other nodes reach `cmcache serve` at"),
