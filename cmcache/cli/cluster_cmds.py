@@ -38,7 +38,7 @@ def cluster_status() -> None:
     from cmcache.services.cluster import cluster_status as read_status
 
     st = state()
-    status = read_status(st.settings())
+    status = read_status(st.settings(), st.out.warn)
     rows = [
         [
             name,

@@ -10,10 +10,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cmcache.core.errors import ClusterUnavailable
+from cmcache.core.errors import ClusterUnavailable, ConfigError
 from cmcache.core.files import write_atomic
 
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
+PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111→141 MiB/s)
+PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
+# download.timeout): peers are near, and a silent one must cost seconds, not minutes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.cluster.registry import FetchLock, Holder, Registry
     from cmcache.adapters.storage.index import Job
     from cmcache.adapters.storage.model_store import ModelStore
-    from cmcache.core.settings.model import Settings
+    from cmcache.core.settings.model import DownloadSettings, Settings
     from cmcache.core.targets import Target
     from cmcache.services.in_flight import Live
 
@@ -32,6 +35,7 @@ def registry_for(settings: Settings, on_bad: Callable[[str], None] | None = None
 
     Raises:
         ClusterUnavailable: no ``[cluster] redis``, or Redis does not answer.
+        ConfigError: the Redis URL does not parse.
     """
     from cmcache.adapters.cluster.registry import Registry
 
@@ -40,7 +44,10 @@ def registry_for(settings: Settings, on_bad: Callable[[str], None] | None = None
         raise ClusterUnavailable(
             "this node is not in a cluster", hint="set [cluster] redis (or CMCACHE_REDIS)"
         )
-    registry = Registry(cluster.redis, cluster.node_name, on_bad=on_bad)
+    try:
+        registry = Registry(cluster.redis, cluster.node_name, on_bad=on_bad)
+    except ValueError as exc:  # redis-py's URL parser: a bad port, database or option
+        raise ConfigError(f"[cluster] redis (or CMCACHE_REDIS): {exc}") from None
     registry.ping()
     return registry
 
@@ -138,12 +145,17 @@ class Cluster:
             return []
         return None
 
-    def distrust(self, live: Live) -> None:
+    def reject(self, live: Live, message: str) -> None:
         """The peers ``live`` used sent bytes that failed the check: off the location index
-        with them, and never again in this pull."""
+        with them (their nodes are told), never again in this pull; the origin starts over
+        (the caller deletes the partial)."""
         for holder in live.peers:
             live.distrusted.add(holder.node)
             self._safe(lambda h=holder: self.registry.distrust(live.target.ref, h.node))  # type: ignore[misc]
+        nodes = ", ".join(sorted(h.node for h in live.peers))
+        live.peers, live.peer_failed, live.verifying = [], True, None
+        self.on_note(f"{message}: bad bytes from {nodes}; dropped them, fetching from the origin")
+        live.retry_at = time.monotonic()
 
     def keep_locks(self, lives: Iterable[Live]) -> None:
         """Extend this node's origin-fetch locks (every 10 s) while their downloads live."""
@@ -180,6 +192,33 @@ class Cluster:
     def withdraw(self, ref: str) -> None:
         """This node no longer holds ``ref``."""
         self._safe(lambda: self.registry.withdraw(ref))
+
+
+def peer_timeout(download: DownloadSettings) -> int:
+    """Seconds a peer may send nothing before the origin takes over."""
+    return min(PEER_TIMEOUT, download.timeout)
+
+
+def peer_options(download: DownloadSettings, split: int | None) -> dict[str, str]:
+    """aria2 options for a download from peers: a peer that stops answering costs seconds."""
+    return {
+        "max-tries": "2",
+        "retry-wait": "1",
+        "connect-timeout": "5",
+        "timeout": str(peer_timeout(download)),
+        "split": str(split or download.split or PEER_SPLIT),
+    }
+
+
+def hand_over(live: Live, message: str, on_note: Callable[[str], None]) -> None:
+    """Peers stopped serving: the origin resumes the partial (the whole-file check still
+    judges every byte). Signatures that lapsed during a long transfer are renewed once."""
+    from cmcache.adapters.cluster.server import SIGNATURE_TTL
+
+    if time.monotonic() - live.signed_at < 0.9 * SIGNATURE_TTL:
+        live.peer_failed = True
+        on_note(f"{message}: the peer stopped serving it; finishing from the origin")
+    live.retry_at = time.monotonic()
 
 
 def _read_token(path: Path) -> tuple[str, str] | None:
@@ -234,13 +273,15 @@ class ClusterStatus:
     budget: dict[str, int]
 
 
-def cluster_status(settings: Settings) -> ClusterStatus:
-    """The cluster as Redis sees it.
+def cluster_status(
+    settings: Settings, on_bad: Callable[[str], None] | None = None
+) -> ClusterStatus:
+    """The cluster as Redis sees it; ``on_bad`` hears of malformed records left out.
 
     Raises:
         ClusterUnavailable: not configured, or Redis unreachable (exit 5).
     """
-    registry = registry_for(settings)
+    registry = registry_for(settings, on_bad)
     nodes = {
         n.name: {"url": n.url, "models": n.models, "bytes": n.bytes, "seen": n.seen}
         for n in registry.nodes().values()

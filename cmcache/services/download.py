@@ -27,6 +27,7 @@ from cmcache.core.errors import (
 from cmcache.core.files import remove_quietly
 from cmcache.core.states import ProgressState, PullOutcome, TransferStatus
 from cmcache.core.targets import Outcome, Progress, PullHooks, PullOptions, Target
+from cmcache.services.cluster import hand_over, peer_options, peer_timeout
 from cmcache.services.in_flight import (
     Live,
     NextStep,
@@ -49,11 +50,6 @@ if TYPE_CHECKING:
     from cmcache.services.cluster import Cluster
 
 POLL = 0.25
-PEER_SPLIT = (
-    "4"  # peers are near: more connections cost CPU here, not time (measured 111→141 MiB/s)
-)
-PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
-# download.timeout): peers are near, and a silent one must cost seconds, not minutes
 
 
 class Downloader:
@@ -264,19 +260,12 @@ class Downloader:
                 live.origin_sha = None
         return live.origin_sha
 
-    @property
-    def _peer_timeout(self) -> int:
-        return min(PEER_TIMEOUT, self.settings.download.timeout)
-
     def _options(self, target: Target, live: Live, opts: PullOptions) -> dict[str, str]:
         token = live.resolved.token_host if live.resolved and live.via == "origin" else None
         header = self.resolver.token_header(token) if token else None
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
-            wait = str(self._peer_timeout)
-            options |= {"max-tries": "2", "retry-wait": "1", "connect-timeout": "5"}
-            options |= {"timeout": wait}
-            options["split"] = str(opts.split or self.settings.download.split or PEER_SPLIT)
+            options |= peer_options(self.settings.download, opts.split)
         return options
 
     # ------------------------------------------------------------ watching
@@ -310,7 +299,7 @@ class Downloader:
         """Stop a download whose origin sends more than the expected size, or stalls (less
         than ``STALL_RATE`` bytes/s over ``download.timeout`` seconds); True if stopped."""
         peer = live.via == "peer"
-        window = self._peer_timeout if peer else self.settings.download.timeout
+        window = peer_timeout(self.settings.download) if peer else self.settings.download.timeout
         verdict = live.check(transfer, window)
         if verdict is None:
             return False
@@ -318,7 +307,7 @@ class Downloader:
         if peer and verdict.overshoot:
             self._bad_peer_bytes(live, verdict.message)
         elif peer:
-            self._peer_gone(live, verdict.message)
+            hand_over(live, verdict.message, self.on_note)
         elif verdict.overshoot:
             self._fail(live, ExitCode.INTEGRITY, verdict.message)
         elif not self._retry_later(live, verdict.message):
@@ -337,7 +326,7 @@ class Downloader:
         code, ref = transfer.error_code, live.target.ref
         message = f"{ref}: {describe_aria2_error(code, transfer.error_message)}"
         if live.via == "peer" and code != "9":
-            self._peer_gone(live, message)
+            hand_over(live, message, self.on_note)
             return
         step = live.after_error(code)
         if step == NextStep.DISK_FULL:
@@ -351,26 +340,10 @@ class Downloader:
         elif step != NextStep.RETRY or not self._retry_later(live, message):
             self._fail(live, ExitCode.DOWNLOAD, message)
 
-    def _peer_gone(self, live: Live, message: str) -> None:
-        """Peers stopped serving: the origin resumes the partial (the whole-file check still
-        judges every byte). Signatures that lapsed during a long transfer are renewed once."""
-        from cmcache.adapters.cluster.server import SIGNATURE_TTL
-
-        if time.monotonic() - live.signed_at < 0.9 * SIGNATURE_TTL:
-            live.peer_failed = True
-            self.on_note(f"{message}: the peer stopped serving it; finishing from the origin")
-        live.retry_at = time.monotonic()
-
     def _bad_peer_bytes(self, live: Live, message: str) -> None:
-        """Peers sent bytes that fail the check: drop them (and say so in Redis), start over
-        from the origin with nothing of theirs kept."""
         assert self.cluster is not None
-        nodes = ", ".join(sorted(h.node for h in live.peers))
-        self.cluster.distrust(live)
-        live.peers, live.peer_failed, live.verifying = [], True, None
+        self.cluster.reject(live, message)
         remove_quietly(live.target.staging, live.target.control)
-        self.on_note(f"{message}: bad bytes from {nodes}; dropped them, fetching from the origin")
-        live.retry_at = time.monotonic()
 
     def _retry_later(self, live: Live, message: str) -> bool:
         live.attempts += 1

@@ -205,17 +205,6 @@ class Registry:
             k.removeprefix(f"{PREFIX}holders:"): sorted(map(str, self.redis.hkeys(k))) for k in keys
         }
 
-    def holds(self, refs: list[str]) -> list[bool]:
-        """Whether this node's announcement of each ref is in Redis."""
-        found: list[bool] = self.call(lambda: self._holds(refs))
-        return found
-
-    def _holds(self, refs: list[str]) -> list[bool]:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.hexists(f"{PREFIX}holders:{ref}", self.node)
-            return [bool(x) for x in pipe.execute()]
-
     # ------------------------------------------------------------ one origin fetch at a time
 
     def fetch_lock(self, ref: str, token: str | None = None) -> FetchLock:
