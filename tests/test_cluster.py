@@ -121,21 +121,30 @@ def test_prune_keeps_a_file_while_a_peer_downloads_it(
     from cmcache.adapters.cluster.server import peer_url
 
     node = nodes[0]
-    join(nodes[:1], origin, redis_url, {"p.bin": 16 * MiB})
-    assert node.cli("pull", "p.bin").code == 0
+    # "[" in the name (the origin's URL stays plain); readers may pause 60 s (prune is slow
+    # on a loaded machine) before serve cuts them off.
+    join(nodes[:1], origin, redis_url, {"p1.bin": 16 * MiB}, serve=False)
+    listing = node.cli.home / "list.json"
+    listing.write_text(
+        listing.read_text().replace('"filename": "p1.bin"', '"filename": "p[1].bin"')
+    )
+    node.cli.write_config(node.cli.config.read_text().replace("timeout = 10", "timeout = 60"))
+    assert node.cli("sync").code == 0
+    node.start()
+    assert node.cli("pull", "p[1].bin").code == 0
     with requests.get(
-        peer_url(node.url, SECRET, "checkpoints", "p.bin"), stream=True, timeout=30
+        peer_url(node.url, SECRET, "checkpoints", "p[1].bin"), stream=True, timeout=30
     ) as slow:
         next(slow.iter_content(64 * 1024))  # the transfer has begun; the socket buffers fill
         pruned = node.cli("prune", "--keep-days", "0")
         assert pruned.code == 0 and "a peer is downloading it" in pruned.stderr
-        assert (node.cli.root / "checkpoints" / "p.bin").exists()
+        assert (node.cli.root / "checkpoints" / "p[1].bin").exists()
         body = b"".join(slow.iter_content(1 << 20))
     assert len(body) > 0
     wait_for(
         lambda: (
             node.cli("prune", "--keep-days", "0").code == 0
-            and not (node.cli.root / "checkpoints" / "p.bin").exists()
+            and not (node.cli.root / "checkpoints" / "p[1].bin").exists()
         ),
         what="the later prune",
     )
@@ -149,7 +158,7 @@ def test_a_dead_fetch_lock_holder_is_taken_over(
     node = nodes[0]
     digests = join(nodes[:1], origin, redis_url, {"l.bin": MiB}, serve=False)
     # A node took the lock and died: it stops extending it, and it expires.
-    redis.Redis.from_url(redis_url).set("cmcache:fetch:checkpoints/l.bin", "gone/1", px=3000)
+    redis.Redis.from_url(redis_url).set("cmcache:fetch:checkpoints/l.bin", "gone/1", px=15000)
     started = time.monotonic()
     result = node.cli("pull", "l.bin")
     assert result.code == 0, result.stderr
