@@ -37,3 +37,24 @@ def process_alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return True
+
+
+def command_line(pid: int) -> list[str] | None:
+    """The arguments of process ``pid``; None where /proc does not tell."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None if not Path("/proc/self").exists() else []
+    return raw.decode(errors="replace").split("\0")
+
+
+def processes_with(argument: str) -> list[int]:
+    """Live processes that have ``argument`` on their command line (none without /proc)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                args = command_line(int(entry.name))
+                if args and argument in args and process_alive(int(entry.name)):
+                    found.append(int(entry.name))
+    return found

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.aria2.client import Aria2Engine
 from cmcache.core.errors import EngineError, RpcError
 from cmcache.core.files import remove_quietly, write_atomic
-from cmcache.core.processes import process_alive
+from cmcache.core.processes import command_line, process_alive, processes_with
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from cmcache.core.settings.model import DownloadSettings
 
 START_TIMEOUT = 15.0
+STRAY_TIMEOUT = 5.0  # how long an aria2c of an earlier run gets to save its session and go
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,9 @@ class PrivateDaemon:
         self.conf_file = self.dir / "aria2.conf"
         self.session_file = self.dir / "session.txt"
         self.log_file = self.dir / "aria2.log"
+        # Held by the running aria2c itself (an inherited flock): while it lives, no second
+        # daemon can start on this session, whether or not daemon.json names it.
+        self.life_file = self.dir / "aria2c.lock"
         # Each foreground user holds users/<pid>.lock; the last one out may stop the daemon.
         self._users_dir = self.dir / "users"
         self._user_lock: filelock.BaseFileLock | None = None
@@ -120,10 +129,17 @@ class PrivateDaemon:
         except (OSError, ValueError, TypeError):
             return None
 
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` runs aria2c on this directory's config (a reused pid does not)."""
+        if not process_alive(pid):
+            return False
+        args = command_line(pid)
+        return args is None or f"--conf-path={self.conf_file}" in args  # None: cannot tell
+
     def info(self) -> DaemonInfo | None:
         """The recorded daemon if its process is alive and answers, else None."""
         info = self._recorded()
-        if info is None or not process_alive(info.pid):
+        if info is None or not self._ours(info.pid):
             return None
         try:
             Aria2Engine(info.url, info.secret, timeout=5).version()
@@ -193,19 +209,27 @@ class PrivateDaemon:
         aria2c = find_aria2c(self.download.aria2c)
         if not self.session_file.exists():
             write_atomic(self.session_file, b"", mode=0o600)  # a missing input-file stops aria2c
+        self._end_strays()
         last_error = ""
         for _ in range(3):  # a port taken between probe and bind: try another
             port, secret = _free_port(), secrets.token_hex(24)
-            write_atomic(self.conf_file, self._conf(port, secret).encode(), mode=0o600)
-            with open(self.log_file, "ab") as log:
-                process = subprocess.Popen(
-                    [aria2c, f"--conf-path={self.conf_file}"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    start_new_session=True,  # Ctrl-C in the terminal must not reach aria2c
-                )
+            life = self._claim_life()
+            try:
+                write_atomic(self.conf_file, self._conf(port, secret).encode(), mode=0o600)
+                with open(self.log_file, "ab") as log:
+                    process = subprocess.Popen(
+                        [aria2c, f"--conf-path={self.conf_file}"],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,  # Ctrl-C in the terminal must not reach aria2c
+                        pass_fds=() if life is None else (life,),
+                    )
+            finally:
+                if life is not None:
+                    os.close(life)  # closed, not unlocked: the child's copy keeps the lock
             info = DaemonInfo(process.pid, port, secret, aria2c, keep, time.time())
+            self._write_info(info)  # recorded before it answers: nothing can lose track of it
             engine = Aria2Engine(info.url, secret, timeout=2)
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and process.poll() is None:
@@ -214,16 +238,60 @@ class PrivateDaemon:
                 except EngineError:
                     time.sleep(0.05)
                     continue
-                self._write_info(info)
                 return info
             if process.poll() is None:
                 process.kill()
             process.wait()
+            remove_quietly(self.info_file)
             last_error = _tail(self.log_file)
         raise EngineError(
             f"aria2c ({aria2c}) did not start: {last_error or 'no message'}",
             hint=f"see {self.log_file}",
         )
+
+    def _end_strays(self) -> None:
+        """Stop every aria2c still running on this session that does not answer as the
+        recorded daemon (an earlier command killed mid-start, a hung daemon, an orphan of an
+        older cmcache): two daemons on one session write the same staging files. SIGTERM
+        lets each save its session first; the new daemon resumes from it."""
+        strays = set(processes_with(f"--conf-path={self.conf_file}"))
+        recorded = self._recorded()
+        if recorded is not None and self._ours(recorded.pid):
+            strays.add(recorded.pid)
+        for pid in strays:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STRAY_TIMEOUT
+        while any(process_alive(p) for p in strays) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in strays:
+            if process_alive(pid) and sys.platform != "win32":
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        remove_quietly(self.info_file)
+
+    def _claim_life(self) -> int | None:
+        """A descriptor holding the life lock (None where flock does not exist).
+
+        Raises:
+            EngineError: an aria2c that cannot be found or stopped still holds it.
+        """
+        if fcntl is None:  # pragma: no cover - Windows: daemon.json and the pid check only
+            return None
+        fd = os.open(self.life_file, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + STRAY_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise EngineError(
+                        f"another aria2c still runs on {self.dir} and cannot be stopped",
+                        hint=f"stop the aria2c whose command line names {self.conf_file}",
+                    ) from None
+                time.sleep(0.05)
 
     def _conf(self, port: int, secret: str) -> str:
         d = self.download
@@ -267,7 +335,7 @@ class PrivateDaemon:
         info = self._recorded()
         if info is None:
             return False
-        if not process_alive(info.pid):
+        if not self._ours(info.pid):  # gone, or its pid now belongs to another program
             remove_quietly(self.info_file)
             return False
         if sys.platform == "win32":

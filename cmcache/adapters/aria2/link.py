@@ -51,12 +51,16 @@ class EngineLink:
         self._warming = threading.Thread(target=connect, name="cmcache-warm-up", daemon=True)
         self._warming.start()
 
-    def engines(self) -> list[Aria2Engine]:
-        """Every engine, connecting (and starting the private daemon) on first use."""
+    def _await_warm_up(self) -> None:
+        """Let a background start finish: a daemon it starts is then known and recorded."""
         warming = self._warming
         if warming is not None and warming is not threading.current_thread():
             warming.join()
             self._warming = None
+
+    def engines(self) -> list[Aria2Engine]:
+        """Every engine, connecting (and starting the private daemon) on first use."""
+        self._await_warm_up()
         if self._engines:
             return list(self._engines.values())
         if self.private is not None:
@@ -124,7 +128,12 @@ class EngineLink:
         return True
 
     def finish(self) -> None:
-        """End of a foreground command: stop a non-kept private daemon that has nothing to do."""
+        """End of a foreground command: stop a non-kept private daemon that has nothing to do.
+
+        A command that failed before queueing anything still waits for the background start:
+        else the daemon it was starting would outlive it, unseen.
+        """
+        self._await_warm_up()
         if self.private is None or self.keep or not self._engines:
             return
         with contextlib.suppress(EngineError):
@@ -132,6 +141,7 @@ class EngineLink:
 
     def interrupt(self, gids: Iterable[tuple[str, str]]) -> None:
         """Ctrl-C: keep every download resumable and stop transferring."""
+        self._await_warm_up()
         if self.private is not None and not self.keep and self._engines:
             # A graceful shutdown writes the session and every control file.
             with contextlib.suppress(EngineError):
