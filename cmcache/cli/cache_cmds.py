@@ -25,14 +25,14 @@ def path(
     from cmcache.core.planning.queue import PRIORITIES
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache
+    from cmcache.services.cache import open_cache_for_reading
     from cmcache.services.pull import resolve_refs
 
     st = state()
     settings = st.settings()
     targets = resolve_refs(settings, [ref], siblings=True)  # a bundle member brings its archive
     target = targets[0]
-    with open_cache(settings) as cache:
+    with open_cache_for_reading(settings) as cache:
         report = pull_with_progress(
             settings,
             cache,

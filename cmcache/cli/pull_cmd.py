@@ -95,7 +95,7 @@ def pull(
     from cmcache.core.refs import read_ref_lines
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache
+    from cmcache.services.cache import open_cache_for_reading
     from cmcache.services.pull import pull_request
 
     st = state()
@@ -120,7 +120,7 @@ def pull(
     targets, unknown = pull_request(settings, named, flows, folder)
     for u in unknown:
         out.error(f"{u.ref} (named by {u.workflow}): {u.reason}")
-    with open_cache(settings) as cache:
+    with open_cache_for_reading(settings) as cache:
         report = pull_with_progress(
             settings, cache, targets, out, opts, force=force, dry_run=dry_run
         )

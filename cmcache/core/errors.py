@@ -107,6 +107,10 @@ class CacheError(CmcacheError, OSError):
     exit_code = ExitCode.CACHE
 
 
+class DiskFullError(CacheError):
+    """No space is left where cmcache must write."""
+
+
 class Interrupted(CmcacheError):
     """Ctrl-C: what was under way stays resumable."""
 

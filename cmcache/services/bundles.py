@@ -5,14 +5,17 @@ or ``..`` paths and links refuse the whole archive."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import tarfile
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from cmcache.core.errors import IntegrityError
+from cmcache.core.errors import CacheError, DiskFullError, ExitCode, IntegrityError
 from cmcache.core.files import remove_quietly
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.states import PullOutcome
@@ -57,49 +60,65 @@ def by_bundle(targets: list[Target]) -> dict[str, list[Target]]:
 
 
 def unpack(archive: Outcome, members: list[Target], placement: Placement) -> list[Outcome]:
-    """Place each member from a downloaded archive; the archive is removed afterwards."""
+    """Place each member from a downloaded archive; the archive is removed afterwards.
+
+    Members placed before a failure stay placed and say so; a member that cannot be written
+    (a full disk) fails with the disk's error, and its staging file goes.
+    """
     path = archive.target.final
     bundle = members[0].entry.bundle
     assert bundle is not None
+    done: dict[str, Outcome] = {}
+    failure: tuple[int, str] | None = None
     try:
-        return _unpack(path, bundle, members, placement, archive.seconds)
+        _unpack(path, bundle, members, placement, archive.seconds, done)
     except IntegrityError as exc:
-        return [_failed(t, exc.message) for t in members]
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        return [
-            _failed(t, f"bundle {bundle.name}: cannot read the archive: {exc}") for t in members
-        ]
+        failure = (int(exc.exit_code), exc.message)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, zlib.error) as exc:
+        failure = (int(ExitCode.INTEGRITY), f"bundle {bundle.name}: cannot read the archive: {exc}")
     finally:
         remove_quietly(path)
+    for target in members:
+        if target.ref in done:
+            continue
+        if failure is None:
+            done[target.ref] = _failed(target, f"bundle {bundle.name} does not hold {target.ref}")
+        else:
+            done[target.ref] = _failed(target, failure[1], failure[0])
+    return [done[t.ref] for t in members]
 
 
-def _failed(target: Target, message: str) -> Outcome:
-    return Outcome(target, PullOutcome.FAILED, code=7, message=message)
+def _failed(target: Target, message: str, code: int = ExitCode.INTEGRITY) -> Outcome:
+    return Outcome(target, PullOutcome.FAILED, code=int(code), message=message)
 
 
 def _unpack(
-    path: Path, bundle: Bundle, members: list[Target], placement: Placement, seconds: float
-) -> list[Outcome]:
+    path: Path,
+    bundle: Bundle,
+    members: list[Target],
+    placement: Placement,
+    seconds: float,
+    done: dict[str, Outcome],
+) -> None:
+    """Extract, verify and place each wanted member, recording its outcome in ``done``."""
     wanted = {t.ref: t for t in members}
-    outcomes = []
     for ref, stream in _members(path, bundle):
         target = wanted.get(ref)
         if target is None:
             continue  # listed in the bundle, present already: nothing to do
-        sha, size = _copy(stream, target.staging)
         try:
+            sha, size = _copy(stream, target.staging)
             record = placement.commit(
                 target, (sha, size), target.entry.exact_size, target.entry.sha256, bundle.url
             )
-        except IntegrityError as exc:
+        except (IntegrityError, CacheError) as exc:
             remove_quietly(target.staging)
-            outcomes.append(_failed(target, f"{exc.message} (in bundle {bundle.name})"))
+            text = exc.message if isinstance(exc, IntegrityError) else f"{ref}: {exc.message}"
+            done[ref] = _failed(target, f"{text} (in bundle {bundle.name})", exc.exit_code)
             continue
-        placement.index.record_use(target.entry.folder, target.entry.filename)
-        outcomes.append(Outcome(target, PullOutcome.DOWNLOADED, record.size, seconds, sha))
-    missing = set(wanted) - {o.target.ref for o in outcomes}
-    outcomes += [_failed(wanted[r], f"bundle {bundle.name} does not hold {r}") for r in missing]
-    return outcomes
+        with contextlib.suppress(CacheError):  # placed and recorded; the use time may wait
+            placement.index.record_use(target.entry.folder, target.entry.filename)
+        done[ref] = Outcome(target, PullOutcome.DOWNLOADED, record.size, seconds, sha)
 
 
 def _members(path: Path, bundle: Bundle) -> Iterator[tuple[str, IO[bytes]]]:
@@ -174,15 +193,31 @@ def _refused(bundle: Bundle, name: str, why: str) -> IntegrityError:
 
 
 def _copy(stream: IO[bytes], staging: Path) -> tuple[str, int]:
-    """Write a member to its staging file; (sha256, size) of what was written."""
+    """Write a member to its staging file; (sha256, size) of what was written.
+
+    Raises:
+        CacheError: the staging file cannot be written (a full disk); it is removed.
+    """
     digest = hashlib.sha256()
     size = 0
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    with staging.open("wb") as out:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with staging.open("wb") as out:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        remove_quietly(staging)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"the disk is full: cannot write {staging}",
+                hint="free space (`cmcache prune`), then pull again",
+            ) from None
+        raise
+    except BaseException:
+        remove_quietly(staging)
+        raise
     return digest.hexdigest(), size

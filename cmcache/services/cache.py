@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.index import Index, writable
 from cmcache.adapters.storage.model_store import ModelStore
-from cmcache.core.errors import CacheError
+from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -50,19 +50,31 @@ def existing_index(settings: Settings, *, readonly: bool = True) -> Index | None
         return None
     days = settings.prefetch.window_days
     if not readonly and writable(store.index_path):
-        return Index(store.index_path, use_log_days=days)
+        try:
+            return Index(store.index_path, use_log_days=days)
+        except DiskFullError as exc:  # what is present can still be answered, not remembered
+            why = exc.message
+            return Index(store.index_path, use_log_days=days, readonly=True, why_readonly=why)
     return Index(store.index_path, use_log_days=days, readonly=True)
 
 
 def open_cache_for_reading(settings: Settings) -> Cache:
-    """The cache for commands that mostly read: writable when the root is, else read-only.
+    """The cache for commands that mostly read: writable when the root is, else (a read-only
+    root, a full disk) read-only.
 
     Raises:
         CacheError: there is no cache yet and the root cannot be written to create one.
     """
     store = ModelStore(settings.cache.root)
     if writable(store.index_path):
-        return open_cache(settings)
+        try:
+            return open_cache(settings)
+        except DiskFullError:
+            if not store.index_path.exists():
+                raise
+            index = existing_index(settings, readonly=False)  # read-only, saying why
+            assert index is not None
+            return Cache(store, index)
     index = existing_index(settings)
     if index is None:
         raise CacheError(f"{store.root} is read-only and holds no cmcache index")

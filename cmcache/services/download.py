@@ -109,6 +109,9 @@ class Downloader:
             raise Interrupted(
                 "interrupted; downloads stay resumable: run the same pull again"
             ) from None
+        except CmcacheError:  # nobody will watch what still runs: keep it resumable, stopped
+            self.link.interrupt((lv.engine_url, lv.gid) for lv in self._live.values() if lv.gid)
+            raise
         finally:
             self._hasher.shutdown(wait=True)
             for live in self._live.values():
@@ -377,14 +380,16 @@ class Downloader:
         except OSError as exc:
             remove_quietly(target.staging, target.control)
             code = exc.exit_code if isinstance(exc, CmcacheError) else ExitCode.CACHE
-            text = exc.message if isinstance(exc, CmcacheError) else f"{target.ref}: {exc}"
+            text = exc.message if isinstance(exc, IntegrityError) else f"{target.ref}: {exc}"
             self._fail(live, code, text + "; nothing was placed")
             return
-        if not target.archive:
-            self.index.record_use(target.entry.folder, target.entry.filename)
-            if self.cluster is not None:
-                self.cluster.announce(target.ref, sha, size)
-        self.index.forget_job(target.entry.folder, target.entry.filename)
+        # Placed and recorded: a use time or a job row a full disk cannot write is no failure.
+        with contextlib.suppress(CacheError):
+            if not target.archive:
+                self.index.record_use(target.entry.folder, target.entry.filename)
+            self.index.forget_job(target.entry.folder, target.entry.filename)
+        if not target.archive and self.cluster is not None:
+            self.cluster.announce(target.ref, sha, size)
         seconds = time.monotonic() - live.started
         outcome = Outcome(target, PullOutcome.DOWNLOADED, size, seconds, sha, via=live.via)
         self._finish(live, outcome)

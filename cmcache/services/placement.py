@@ -6,6 +6,7 @@ only this module writes file records, so "managed" always means "verified by cmc
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -142,15 +143,33 @@ class Placement:
         want_sha: str | None,
         url: str,
     ) -> FileRecord:
-        """Check a finished staging file and move it into place atomically, then record it.
+        """Check a finished staging file, record it, then move it into place atomically.
+
+        The record comes first (a rename keeps size, mtime and inode): an index that cannot be
+        written (a full disk) leaves nothing placed, never a placed file nobody recorded.
 
         Raises:
             IntegrityError: its size or sha256 is not the expected one (nothing is placed).
-            OSError: the move failed.
+            CacheError: the index cannot record it (nothing is placed).
+            OSError: the move failed (the earlier record, if any, is restored).
         """
-        move_verified(target, hashed, want_size, want_sha)
+        check_verified(target, hashed, want_size, want_sha)
         entry = target.entry
-        return self.record(entry.folder, entry.filename, target.final, hashed[0], entry.source, url)
+        target.final.parent.mkdir(parents=True, exist_ok=True)
+        earlier = self.index.get_file(entry.folder, entry.filename)
+        record = self.record(
+            entry.folder, entry.filename, target.staging, hashed[0], entry.source, url
+        )
+        try:
+            os.replace(target.staging, target.final)
+        except OSError:
+            with contextlib.suppress(CmcacheError):
+                if earlier is None:
+                    self.index.forget_file(entry.folder, entry.filename)
+                else:
+                    self.index.record_file(earlier)
+            raise
+        return record
 
 
 def move_verified(
@@ -162,12 +181,19 @@ def move_verified(
         IntegrityError: they are not (nothing is moved).
         OSError: the move failed.
     """
+    check_verified(target, hashed, want_size, want_sha)
+    target.final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(target.staging, target.final)
+
+
+def check_verified(
+    target: Target, hashed: tuple[str, int], want_size: int | None, want_sha: str | None
+) -> None:
+    """Raise IntegrityError when a finished file's size or sha256 is not the expected one."""
     sha, size = hashed
     problem = mismatch(want_size, want_sha, size, sha)
     if problem is not None:
         raise IntegrityError(f"{target.ref}: {problem}", ref=target.ref)
-    target.final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(target.staging, target.final)
 
 
 def placement_for(settings: Settings, index: Index) -> Placement:

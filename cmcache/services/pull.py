@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from cmcache.core.errors import IntegrityError, RefError, UsageError
+from cmcache.core.errors import CacheError, ExitCode, IntegrityError, RefError, UsageError
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.manifest.safety import location_problem, url_problem
 from cmcache.core.refs import is_url
@@ -165,13 +166,19 @@ def pull(
         if external is not None:  # ComfyUI finds it elsewhere: present, never managed
             settle(Outcome(target, PullOutcome.CACHED, external=external))
         elif sha is not None:
-            placement.index.record_use(target.entry.folder, target.entry.filename)
+            if not placement.index.readonly:  # a read-only root answers; it cannot remember
+                with contextlib.suppress(CacheError):  # a full disk: present all the same
+                    placement.index.record_use(target.entry.folder, target.entry.filename)
             settle(Outcome(target, PullOutcome.CACHED, sha256=sha))
         else:
             missing.append(target)
     if dry_run:
         for target in missing:
             outcomes[target.ref] = Outcome(target, PullOutcome.PLANNED)
+    elif missing and placement.index.readonly:
+        for target in missing:
+            why = f"{target.ref}: cannot download it: {placement.index.why_readonly}"
+            settle(Outcome(target, PullOutcome.FAILED, code=int(ExitCode.CACHE), message=why))
     elif missing:
         downloader = make_downloader()
         for outcome in _download(downloader, missing, replace(opts, force=force), on_outcome):
@@ -217,6 +224,11 @@ def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> No
     """Feed `cmcache metrics`: hits and misses of this lookup, bytes and time downloaded."""
     if index.readonly:
         return
+    with contextlib.suppress(CacheError):  # a full disk: the outcomes stand, uncounted
+        _count(index, outcomes, lookup)
+
+
+def _count(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:
     for o in outcomes:
         if o.outcome == PullOutcome.CACHED:
             index.bump("lookups", f"command={lookup},result=hit")

@@ -7,13 +7,14 @@ processes share it; every write is its own short transaction.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cmcache.core.errors import CacheError
+from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 3
 FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
+FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
     "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
     "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
@@ -123,10 +125,19 @@ class Job:
 class Index:
     """Open (creating or migrating) the index of one model root."""
 
-    def __init__(self, path: Path, *, use_log_days: float = 30.0, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        use_log_days: float = 30.0,
+        readonly: bool = False,
+        why_readonly: str = "",
+    ) -> None:
         self.path = path
         self.use_log_days = use_log_days
         self.readonly = readonly
+        # What a write it cannot take is told.
+        self.why_readonly = why_readonly or f"the model root {path.parent.parent} is read-only"
         try:
             if readonly:
                 self._db = _connect_readonly(path)
@@ -143,10 +154,14 @@ class Index:
             self._db.row_factory = sqlite3.Row
             self._open()
         except sqlite3.DatabaseError as exc:
+            if _disk_full(path, exc):
+                raise _full(path) from None
             raise CacheError(
                 f"index {path} is unusable: {exc}",
                 hint=f"keep a copy of it; `sqlite3 {path} .recover` salvages what it can",
             ) from None
+        except CacheError:
+            raise
         except OSError as exc:
             raise CacheError(f"cannot open index {path}: {exc.strerror or exc}") from None
 
@@ -366,13 +381,34 @@ class Index:
 def _write_error(path: Path, exc: sqlite3.OperationalError) -> CacheError:
     """Say why a write to the index failed, with the next step that fits."""
     text = str(exc).lower()
-    if "full" in text:
-        return CacheError(f"index {path}: the disk is full", hint="free space (`cmcache prune`)")
+    if _disk_full(path, exc):
+        return _full(path)
     if "readonly" in text or "read-only" in text:
         return CacheError(f"index {path} is read-only", hint="check the model root's permissions")
     if "locked" in text or "busy" in text:
         return CacheError(f"index {path} is busy: {exc}", hint="another cmcache holds it; retry")
     return CacheError(f"index {path}: {exc}")
+
+
+def _disk_full(path: Path, exc: sqlite3.DatabaseError) -> bool:
+    """Whether sqlite failed for want of space: it says "database or disk is full", or only
+    "disk I/O error" when its shared-memory file cannot grow on a full disk."""
+    text = str(exc).lower()
+    if "full" in text:
+        return True
+    if "disk i/o" not in text:
+        return False
+    try:
+        return shutil.disk_usage(path.parent).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def _full(path: Path) -> DiskFullError:
+    return DiskFullError(
+        f"the disk is full: index {path} cannot be written",
+        hint="free space (`cmcache prune`, or other files on that disk), then run it again",
+    )
 
 
 def writable(path: Path) -> bool:
