@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import random
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,3 +189,111 @@ def test_every_form_of_path_and_a_present_pull_work_on_a_read_only_root(
         assert absent.code == 8
         (error,) = absent.json()["errors"]
         assert error["ref"] == "checkpoints/absent.bin" and "read-only" in error["message"]
+
+
+# ---------------------------------------------------------------- errors of the whole command
+
+
+def test_an_error_of_the_whole_command_names_no_ref(cli: Cli, origin: Origin) -> None:
+    publish(cli, origin, {"one.bin": MiB})
+    for args, code in ((("pull",), 2), (("pull", "--priority", "urgent", "one.bin"), 2)):
+        result = cli("--json", *args)
+        assert result.code == code, result.stderr
+        (error,) = result.json()["errors"]
+        assert error["ref"] is None, error
+        assert '"ref": ""' not in result.stdout
+    unknown = cli("--json", "pull", "no-such-model")
+    assert unknown.code == 4
+    assert unknown.json()["errors"][0]["ref"] == "no-such-model"
+
+
+# ---------------------------------------------------------------- files of unproven identity
+
+
+def test_a_file_cmcache_has_not_verified_is_listed_as_unverified(cli: Cli, origin: Origin) -> None:
+    publish(cli, origin, {"good.bin": 4096, "bad.bin": 4096, "mine.bin": 4096})
+    assert cli("pull", "good.bin").code == 0
+    folder = cli.root / "checkpoints"
+    (folder / "bad.bin").write_bytes(b"not the model")  # fails its identity check
+    (origin.folder / "files" / "mine.bin").replace(folder / "mine.bin")  # the right bytes
+    states = {
+        m["filename"]: m["state"]
+        for m in cli("--json", "list", "--source", "test").json()["data"]["models"]
+    }
+    assert states == {"good.bin": "cached", "bad.bin": "unverified", "mine.bin": "unverified"}
+    cached = cli("--json", "list", "--cached").json()["data"]["models"]
+    assert [m["filename"] for m in cached] == ["good.bin"]
+    missing = cli("--json", "list", "--missing", "--source", "test").json()["data"]
+    assert {m["filename"] for m in missing["models"]} == {"bad.bin", "mine.bin"}
+    shown = cli("show", "bad.bin")
+    assert "state:   unverified" in shown.stdout and "cached" not in shown.stdout
+    assert "verified by the origin" not in shown.stdout
+    assert cli("--json", "show", "bad.bin").json()["data"]["state"] == "unverified"
+    assert cli("pull", "bad.bin").code == 7  # what list says, pull agrees with
+    assert cli("scan").code == 0  # hashes mine.bin, finds it right and adopts it
+    assert cli("--json", "show", "mine.bin").json()["data"]["state"] == "cached"
+
+
+def test_a_present_file_of_a_model_without_hash_or_size_is_unverified(
+    cli: Cli, origin: Origin
+) -> None:
+    publish(cli, origin, {"loose.bin": 4096}, sha=False, exact_size=False)
+    target = cli.root / "checkpoints" / "loose.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"whatever is here")
+    shown = cli("show", "loose.bin")
+    assert "unverified" in shown.stdout
+    assert "verified by the origin" not in shown.stdout
+
+
+# ---------------------------------------------------------------- help text
+
+
+def _subcommands(help_text: str) -> list[str]:
+    """The names under "Commands:" in one help page."""
+    names, inside = [], False
+    for line in help_text.splitlines():
+        if line.startswith("Commands:"):
+            inside = True
+        elif inside and line.startswith("  ") and line.strip():
+            names.append(line.split()[0])
+        elif inside and line.strip():
+            inside = False
+    return names
+
+
+# Typer's own value names: a Python type in angle brackets, or a required argument in braces.
+PROGRAMMER_METAVAR = re.compile(
+    r"<(?:list\[[^>]*\]|str|int|float|bool|path|file|directory|text|integer|uuid|datetime"
+    r"|[a-z]+ range)>|\{[^}]*\}"
+)
+
+
+def test_every_help_page_names_values_the_way_a_person_reads_them(cli: Cli) -> None:
+    # In one process: some forty help pages, one interpreter start each, would cost a minute.
+    from typer.testing import CliRunner
+
+    from cmcache.cli import _build
+
+    app, runner = _build(), CliRunner()
+
+    def walk(path: list[str]) -> Iterator[tuple[list[str], str]]:
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0, (path, shown.output)
+        yield path, shown.output
+        for name in _subcommands(shown.output):
+            yield from walk([*path, name])
+
+    pages = {" ".join(path): text for path, text in walk([])}
+    for group in ("daemon start", "config set", "comfyui install", "cluster status", "pull"):
+        assert group in pages, sorted(pages)
+    problems = [
+        f"cmcache {name} --help: {line.strip()}"
+        for name, text in pages.items()
+        for line in text.splitlines()
+        if PROGRAMMER_METAVAR.search(line)
+    ]
+    assert problems == []
+    shown = cli("pull", "--help").stdout  # and as the installed command prints it
+    assert "[OPTIONS] [REF…]" in shown and "--workflow FILE" in shown and "--split N" in shown
+    assert not PROGRAMMER_METAVAR.search(shown)

@@ -69,7 +69,7 @@ def _interrupted_code() -> int:
     return 128 + _received[0] if _received else int(ExitCode.INTERRUPTED)
 
 
-def _fail(out: Output, code: int, message: str, hint: str = "", ref: str = "") -> int:
+def _fail(out: Output, code: int, message: str, hint: str = "", ref: str | None = None) -> int:
     from cmcache.cli.output import error_item
 
     if out.json_mode:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         code = int(exc.exit_code)
         if code == ExitCode.INTERRUPTED:
             code = _interrupted_code()
-        code = _fail(CURRENT.out, code, exc.message, exc.hint, exc.ref)
+        code = _fail(CURRENT.out, code, exc.message, exc.hint, exc.ref or None)
     except typer.TyperException as exc:  # usage errors found while parsing arguments
         code = _fail(CURRENT.out, ExitCode.USAGE, exc.format_message(), "see `cmcache --help`")
     except (typer.Abort, KeyboardInterrupt):

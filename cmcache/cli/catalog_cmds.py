@@ -65,12 +65,22 @@ def _render(
     return rows
 
 
+# What show says of a file at the model's path that cmcache has not verified.
+UNVERIFIED = " (not verified as this model: `scan` checks it, `pull --force` replaces it)"
+
+
 @app.command("list")
 def list_models(
-    folder: Annotated[str | None, typer.Option("--folder", help="Only this folder.")] = None,
-    cached: Annotated[bool, typer.Option("--cached", help="Only models present locally.")] = False,
-    missing: Annotated[bool, typer.Option("--missing", help="Only models not present.")] = False,
-    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    folder: Annotated[
+        str | None, typer.Option("--folder", metavar="FOLDER", help="Only this folder.")
+    ] = None,
+    cached: Annotated[bool, typer.Option("--cached", help="Only present, verified ones.")] = False,
+    missing: Annotated[
+        bool, typer.Option("--missing", help="Only the rest: missing, partial, unverified.")
+    ] = False,
+    source: Annotated[
+        str | None, typer.Option("--source", metavar="NAME", help="Only this source.")
+    ] = None,
 ) -> None:
     """List catalog models with their local state."""
     if cached and missing:
@@ -94,7 +104,9 @@ def list_models(
 
 @app.command()
 def search(
-    words: Annotated[list[str], typer.Argument(help="Words to look for (all must match).")],
+    words: Annotated[
+        list[str], typer.Argument(metavar="WORD…", help="Words to look for (all must match).")
+    ],
 ) -> None:
     """Find catalog models by name, alias, tag or description."""
     query = " ".join(words)
@@ -108,7 +120,9 @@ def search(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="folder/filename, alias, name or filename.")],
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="folder/filename, alias, name or filename.")
+    ],
 ) -> None:
     """Show one model and its local state."""
     from cmcache.services.catalog import final_path, local_states
@@ -116,8 +130,9 @@ def show(
     st = state()
     entry = _catalog().resolve(ref)
     path = final_path(st.settings(), entry)
+    local = local_states(st.settings(), [entry])[entry.ref]
     data = {
-        **_row(entry, local_states(st.settings(), [entry])[entry.ref]),
+        **_row(entry, local),
         "name": entry.name,
         "path": str(path),
         "urls": list(entry.urls),
@@ -130,10 +145,10 @@ def show(
     for label, value in (
         ("ref", entry.ref),
         ("name", entry.name),
-        ("state", data["state"]),
+        ("state", f"{local}{UNVERIFIED if local == LocalState.UNVERIFIED else ''}"),
         ("path", str(path)),
         ("size", _size_text(entry)),
-        ("sha256", entry.sha256 or "(none: verified by the origin's hash or size)"),
+        ("sha256", entry.sha256 or "(none listed: a download is checked by the origin's hash)"),
         ("source", f"{entry.source} / {entry.list_name}"),
         ("aliases", ", ".join(entry.aliases)),
         ("tags", ", ".join(entry.tags)),

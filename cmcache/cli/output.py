@@ -140,6 +140,7 @@ class Output:
         sys.stdout.flush()
 
 
-def error_item(ref: str, code: int | ExitCode, message: str) -> dict[str, Any]:
-    """One element of the envelope's ``errors``."""
-    return {"ref": ref, "code": int(code), "message": message}
+def error_item(ref: str | None, code: int | ExitCode, message: str) -> dict[str, Any]:
+    """One element of the envelope's ``errors``; ``ref`` is None (``null``) for an error of the
+    whole command, never an empty string."""
+    return {"ref": ref or None, "code": int(code), "message": message}

@@ -20,6 +20,7 @@ class LocalState(_Names):
     PARTIAL = "partial"  # a download of it is under way or interrupted
     MISSING = "missing"
     EXTERNAL = "external"  # present in a folder cmcache does not manage
+    UNVERIFIED = "unverified"  # a file at its path that cmcache has not verified as it
 
 
 class PullOutcome(_Names):

@@ -14,6 +14,7 @@ from cmcache.core.manifest.formats import parse_manifest
 from cmcache.core.states import LocalState
 
 if TYPE_CHECKING:
+    from cmcache.adapters.storage.index import FileRecord
     from cmcache.core.manifest.entry import Entry
     from cmcache.core.settings.model import Settings
 
@@ -55,24 +56,43 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalState]:
-    """cached / partial / missing from the disk; cached and pinned shows as pinned."""
+    """cached / pinned / partial / missing / external / unverified, without hashing.
+
+    A file at a model's path is ``cached`` only when cmcache manages it, unchanged since it
+    was verified and of the bytes the manifest names; any other file there is ``unverified``
+    (``scan`` or ``pull`` hashes it, and adopts or refuses it).
+    """
     from cmcache.services.cache import existing_index
+    from cmcache.services.placement import unchanged
 
     store = ModelStore(settings.cache.root)
     pinned: set[tuple[str, str]] = set()
+    records: dict[tuple[str, str], FileRecord] = {}
     index = existing_index(settings)
     if index is not None:
         pinned = index.pinned()
+        records = {(r.folder, r.filename): r for r in index.files()}
         index.close()
     on_disk = store.states((e.folder, e.filename) for e in entries)
     extra = extra_paths(settings)
     states = {}
     for e in entries:
-        local = on_disk[e.folder, e.filename]
+        where = (e.folder, e.filename)
+        local = on_disk[where]
         if local == LocalState.MISSING and extra.folders and extra.find(e.folder, e.filename):
             local = LocalState.EXTERNAL
-        cached_pinned = local == LocalState.CACHED and (e.folder, e.filename) in pinned
-        states[e.ref] = LocalState.PINNED if cached_pinned else local
+        elif local == LocalState.CACHED:
+            record = records.get(where)
+            path = store.root / store.disk_folder(e.folder) / e.filename
+            if (
+                record is None
+                or (e.sha256 is not None and record.sha256 != e.sha256)
+                or not unchanged(record, path)
+            ):
+                local = LocalState.UNVERIFIED
+            elif where in pinned:
+                local = LocalState.PINNED
+        states[e.ref] = local
     return states
 
 
