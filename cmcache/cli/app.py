@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 
 from cmcache import __version__
+from cmcache.cli.help import HumanTyper
 from cmcache.cli.output import Output
 from cmcache.core.settings.load import load_settings
 from cmcache.core.settings.model import Settings
 
-app = typer.Typer(
+app = HumanTyper(
     name="cmcache",
     help="Keep a ComfyUI model tree filled on demand: sync manifests, pull, prune, prefetch.",
     no_args_is_help=True,
@@ -63,16 +64,22 @@ def global_options(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="Config file (default: CMCACHE_CONFIG, then CMCACHE_HOME/config.toml)."
+            "--config",
+            metavar="FILE",
+            help="Config file (default: CMCACHE_CONFIG, then CMCACHE_HOME/config.toml).",
         ),
     ] = None,
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="Model root, ComfyUI's models/ (env CMCACHE_ROOT)."),
+        typer.Option(
+            "--root", metavar="DIR", help="Model root, ComfyUI's models/ (env CMCACHE_ROOT)."
+        ),
     ] = None,
     comfyui: Annotated[
         Path | None,
-        typer.Option("--comfyui", help="The ComfyUI install; root becomes its models/."),
+        typer.Option(
+            "--comfyui", metavar="DIR", help="The ComfyUI install; root becomes its models/."
+        ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout.")

@@ -11,12 +11,14 @@ from cmcache.cli.common import pull_with_progress
 from cmcache.cli.output import error_item
 from cmcache.core.errors import DownloadError
 
-RefsArg = Annotated[list[str], typer.Argument(help="Models: ref, alias, name or filename.")]
+RefsArg = Annotated[
+    list[str], typer.Argument(metavar="REF…", help="Models: ref, alias, name or filename.")
+]
 
 
 @app.command()
 def path(
-    ref: Annotated[str, typer.Argument(help="The model.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The model.")],
     no_download: Annotated[
         bool, typer.Option("--no-download", help="Fail instead of downloading.")
     ] = False,

@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.cli.help import HumanTyper
 from cmcache.core.sizes import format_size
 
-cluster_app = typer.Typer(help="Several machines sharing one cache (Redis).", no_args_is_help=True)
+cluster_app = HumanTyper(help="Several machines sharing one cache (Redis).", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from cmcache.cli.app import app, state
+from cmcache.cli.help import HumanTyper
 
-comfyui_app = typer.Typer(help="The cmcache node inside ComfyUI.", no_args_is_help=True)
+comfyui_app = HumanTyper(help="The cmcache node inside ComfyUI.", no_args_is_help=True)
 app.add_typer(comfyui_app, name="comfyui")
 
 

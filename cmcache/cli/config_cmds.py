@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from cmcache.cli.app import app, state
+from cmcache.cli.help import HumanTyper
 from cmcache.core.settings.load import resolve_paths
 from cmcache.services.config import init_config, set_config, show_config
 
-config_app = typer.Typer(help="Create, show and change the config file.", no_args_is_help=True)
+config_app = HumanTyper(help="Create, show and change the config file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
@@ -49,8 +50,10 @@ def config_show() -> None:
 
 @config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(
-    key: Annotated[str, typer.Argument(help="section.key, e.g. cache.max_size.")],
-    value: Annotated[str, typer.Argument(help="A TOML value; bare words are strings.")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="section.key, e.g. cache.max_size.")],
+    value: Annotated[
+        str, typer.Argument(metavar="VALUE", help="A TOML value; bare words are strings.")
+    ],
 ) -> None:
     """Set one key in the config file, keeping its comments."""
     st = state()

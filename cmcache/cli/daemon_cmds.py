@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from cmcache.cli.app import app, state
+from cmcache.cli.help import HumanTyper
 
-daemon_app = typer.Typer(help="The private aria2 daemon.", no_args_is_help=True)
+daemon_app = HumanTyper(help="The private aria2 daemon.", no_args_is_help=True)
 app.add_typer(daemon_app, name="daemon")
 
 

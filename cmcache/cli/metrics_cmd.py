@@ -15,7 +15,9 @@ from cmcache.cli.app import app, state
 def metrics(
     textfile: Annotated[
         Path | None,
-        typer.Option("--textfile", help="Write here atomically (node_exporter textfile dir)."),
+        typer.Option(
+            "--textfile", metavar="FILE", help="Write here atomically (node_exporter textfile dir)."
+        ),
     ] = None,
 ) -> None:
     """Print cache, download, prune and sync metrics in Prometheus text format."""

@@ -28,11 +28,18 @@ def _when(ts: float) -> str:
 
 @app.command()
 def prune(
-    max_size: Annotated[str | None, typer.Option("--max-size", help="Budget, e.g. 200G.")] = None,
-    keep_days: Annotated[
-        float | None, typer.Option("--keep-days", min=0, help="Keep what was used this recently.")
+    max_size: Annotated[
+        str | None, typer.Option("--max-size", metavar="SIZE", help="Budget, e.g. 200G.")
     ] = None,
-    min_free: Annotated[str | None, typer.Option("--min-free", help="Free space to keep.")] = None,
+    keep_days: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-days", metavar="DAYS", min=0, help="Keep what was used this recently."
+        ),
+    ] = None,
+    min_free: Annotated[
+        str | None, typer.Option("--min-free", metavar="SIZE", help="Free space to keep.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, remove nothing.")] = False,
 ) -> None:
     """Remove least recently used models until the cache fits its budget."""

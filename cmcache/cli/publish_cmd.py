@@ -14,23 +14,38 @@ from cmcache.core.sizes import format_size
 
 @app.command()
 def publish(
-    directory: Annotated[Path, typer.Argument(help="A model folder: <folder>/<file>.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="A folder of model folders: checkpoints/…, loras/…."),
+    ],
     base_url: Annotated[
-        str, typer.Option("--base-url", help="Where DIR will be served, e.g. https://host/models.")
+        str,
+        typer.Option(
+            "--base-url", metavar="URL", help="Where DIR will be served, e.g. https://host/models."
+        ),
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Where to write the lists (default: DIR).")
+        Path | None,
+        typer.Option("--out", metavar="DIR", help="Where to write the lists (default: DIR)."),
     ] = None,
     list_by: Annotated[
         str,
-        typer.Option("--list-by", help="folder: one list per model folder; one: a single list."),
+        typer.Option(
+            "--list-by",
+            metavar="folder|one",
+            help="folder: one list per model folder; one: a single list.",
+        ),
     ] = "folder",
     name: Annotated[
-        str, typer.Option("--name", help="The list's name with --list-by one.")
+        str, typer.Option("--name", metavar="NAME", help="The list's name with --list-by one.")
     ] = "models",
     bundle: Annotated[
         list[str] | None,
-        typer.Option("--bundle", help="NAME=GLOB: pack matching files (folder/file) in one zip."),
+        typer.Option(
+            "--bundle",
+            metavar="NAME=GLOB",
+            help="Pack the files matching GLOB (folder/file) into one zip, NAME.",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Hash and report; write nothing.")

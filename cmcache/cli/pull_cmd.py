@@ -59,27 +59,32 @@ def _unknown_row(u: Unknown) -> dict[str, Any]:
 @app.command()
 def pull(
     refs: Annotated[
-        list[str] | None, typer.Argument(help="Models: ref, alias, name or URL.")
+        list[str] | None, typer.Argument(metavar="REF…", help="Models: ref, alias, name or URL.")
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", help="Refs, one per line ('-' = stdin).")
+        Path | None,
+        typer.Option("--file", metavar="FILE", help="Refs, one per line ('-' = stdin)."),
     ] = None,
     workflow: Annotated[
         list[Path] | None,
-        typer.Option("--workflow", help="A ComfyUI workflow (UI or API JSON; '-' = stdin)."),
+        typer.Option(
+            "--workflow", metavar="FILE", help="A ComfyUI workflow (UI or API JSON; '-' = stdin)."
+        ),
     ] = None,
-    folder: Annotated[str | None, typer.Option("--folder", help="Folder for a URL ref.")] = None,
+    folder: Annotated[
+        str | None, typer.Option("--folder", metavar="FOLDER", help="Folder for a URL ref.")
+    ] = None,
     priority: Annotated[
-        str, typer.Option("--priority", help="high, normal, low or a number.")
+        str, typer.Option("--priority", metavar="PRIORITY", help="high, normal, low or a number.")
     ] = "normal",
     concurrent: Annotated[
-        int | None, typer.Option("--concurrent", min=1, help="Downloads at once.")
+        int | None, typer.Option("--concurrent", metavar="N", min=1, help="Downloads at once.")
     ] = None,
     split: Annotated[
-        int | None, typer.Option("--split", min=1, max=16, help="Segments per file.")
+        int | None, typer.Option("--split", metavar="N", min=1, max=16, help="Segments per file.")
     ] = None,
     max_speed: Annotated[
-        str | None, typer.Option("--max-speed", help="Per-file cap, e.g. 50M.")
+        str | None, typer.Option("--max-speed", metavar="SIZE", help="Per-file cap, e.g. 50M.")
     ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="Queue and return; the daemon keeps going.")

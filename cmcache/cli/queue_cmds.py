@@ -9,7 +9,9 @@ import typer
 from cmcache.cli.app import app, state
 from cmcache.core.sizes import format_size
 
-IdsArg = Annotated[list[str] | None, typer.Argument(help="Download ids (from status) or refs.")]
+IdsArg = Annotated[
+    list[str] | None, typer.Argument(metavar="ID…", help="Download ids (from status) or refs.")
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every queued download.")]
 
 

@@ -33,7 +33,7 @@ def _describe(report: ListReport) -> str:
 @app.command()
 def sync(
     sources: Annotated[
-        list[str] | None, typer.Argument(help="Sources to sync (default: all).")
+        list[str] | None, typer.Argument(metavar="SOURCE…", help="Sources to sync (default: all).")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Download lists even when unchanged.")

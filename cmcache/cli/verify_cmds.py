@@ -14,7 +14,9 @@ from cmcache.core.errors import ExitCode
 
 @app.command()
 def verify(
-    refs: Annotated[list[str] | None, typer.Argument(help="Models (default: all managed).")] = None,
+    refs: Annotated[
+        list[str] | None, typer.Argument(metavar="REF…", help="Models (default: all managed).")
+    ] = None,
     fix: Annotated[bool, typer.Option("--fix", help="Download bad or missing ones again.")] = False,
 ) -> None:
     """Re-hash managed files against their manifests."""
