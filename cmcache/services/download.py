@@ -12,7 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
-from cmcache.adapters.aria2.options import aria2_options, prepare_staging
+from cmcache.adapters.aria2.options import aria2_options, prepare_staging, segments
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import (
     CacheError,
@@ -178,7 +178,7 @@ class Downloader:
         if job is not None:
             if self._origin_changed(live, job):
                 self._discard(live, job)
-            elif self._adopt(live, job):
+            elif self._adopt(live, job, opts):
                 return
         self._start(live, opts)
 
@@ -203,7 +203,7 @@ class Downloader:
             f"{live.target.ref}: the origin changed since the download began; starting over"
         )
 
-    def _adopt(self, live: Live, job: Job) -> bool:
+    def _adopt(self, live: Live, job: Job, opts: PullOptions) -> bool:
         """Take over a download already in aria2 (an earlier, interrupted or detached pull)."""
         try:
             engine = self.link.engine(job.rpc)
@@ -215,7 +215,10 @@ class Downloader:
         live.gid, live.engine_url, live.last = job.gid, engine.url, transfer
         if self.cluster is not None:  # a detached origin fetch: its cluster lock is ours now
             self.cluster.adopt_lock(live, self._token_file(live))
-        if transfer.status == TransferStatus.PAUSED:
+        if transfer.status == TransferStatus.PAUSED:  # an interrupted pull paused it
+            with contextlib.suppress(RpcError):
+                split = segments(live.target, self.settings.download, opts, job.size)
+                engine.change(job.gid, {"split": str(split)})
             with contextlib.suppress(RpcError):
                 engine.unpause(job.gid)
         self.on_note(f"{live.target.entry.ref}: resuming an earlier download")

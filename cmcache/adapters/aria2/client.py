@@ -128,6 +128,10 @@ class Aria2Engine:
         """Put a paused download back in the waiting queue."""
         self._call(self._client.unpause, gid)
 
+    def change(self, gid: str, options: Mapping[str, str]) -> None:
+        """Change a waiting or paused download's options (an active one would restart)."""
+        self._call(self._client.change_option, gid, {k: str(v) for k, v in options.items()})
+
     def move(self, gid: str, position: int) -> None:
         """Move a waiting download to ``position`` in the waiting queue."""
         self._call(self._client.change_position, gid, position, "POS_SET")

@@ -131,13 +131,15 @@ class EngineLink:
             self.private.stop_if_last(next(iter(self._engines.values())))
 
     def interrupt(self, gids: Iterable[tuple[str, str]]) -> None:
-        """Ctrl-C: keep every download resumable and stop transferring."""
-        if self.private is not None and not self.keep and self._engines:
-            # A graceful shutdown writes the session and every control file.
-            with contextlib.suppress(EngineError):
-                engine = next(iter(self._engines.values()))
-                if self.private.stop_if_last(engine, require_idle=False):
-                    return
+        """Ctrl-C: keep every download resumable and stop transferring.
+
+        Each is paused first, so a daemon restarted from its session brings it back paused:
+        the next pull then sets its segments to what is left before it runs again.
+        """
         for url, gid in gids:
             with contextlib.suppress(EngineError, RpcError):
                 self.engine(url).pause(gid)
+        if self.private is not None and not self.keep and self._engines:
+            # A graceful shutdown writes the session and every control file.
+            with contextlib.suppress(EngineError):
+                self.private.stop_if_last(next(iter(self._engines.values())), require_idle=False)
