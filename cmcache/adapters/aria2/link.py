@@ -29,6 +29,7 @@ class EngineLink:
         )
         self._engines: dict[str, Aria2Engine] = {}
         self._warming: threading.Thread | None = None
+        self._stopping: threading.Thread | None = None
         self.restarts = 0
 
     def _engine_at(self, url: str, secret: str) -> Aria2Engine:
@@ -57,6 +58,7 @@ class EngineLink:
         if warming is not None and warming is not threading.current_thread():
             warming.join()
             self._warming = None
+        self._join_release()
         if self._engines:
             return list(self._engines.values())
         if self.private is not None:
@@ -125,10 +127,34 @@ class EngineLink:
 
     def finish(self) -> None:
         """End of a foreground command: stop a non-kept private daemon that has nothing to do."""
+        self._join_release()
         if self.private is None or self.keep or not self._engines:
             return
         with contextlib.suppress(EngineError):
             self.private.stop_if_last(next(iter(self._engines.values())))
+
+    def release(self) -> None:
+        """Nothing more for aria2 to fetch here: stop the daemon in the background (while the
+        last files are verified) if no one else needs it. Using the link again waits for that
+        and then starts a new daemon."""
+        if self.private is None or self.keep or not self._engines or self._stopping:
+            return
+        engine = next(iter(self._engines.values()))
+        self._engines.clear()
+        private = self.private
+
+        def stop() -> None:
+            with contextlib.suppress(EngineError):
+                private.stop_if_last(engine)
+
+        self._stopping = threading.Thread(target=stop, name="cmcache-release", daemon=True)
+        self._stopping.start()
+
+    def _join_release(self) -> None:
+        stopping = self._stopping
+        if stopping is not None and stopping is not threading.current_thread():
+            stopping.join()
+            self._stopping = None
 
     def interrupt(self, gids: Iterable[tuple[str, str]]) -> None:
         """Ctrl-C: keep every download resumable and stop transferring.
