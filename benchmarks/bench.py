@@ -173,10 +173,15 @@ def defaults(origin: Origin, base: Path, sizes: list[int], rate: int, reps: int)
         url = origin.url(f"f/{name}")
         load_before = os.getloadavg()[0]
         cm, direct = [], []
+        fixed: dict[str, list[tuple[float, float]]] = {"cmcache": [], "aria2c": []}
         for _ in range(reps):
             home.reset()
+            seen, began = len(origin.log), time.monotonic()
             cm.append(home.run("pull", name))
+            fixed["cmcache"].append(around_transfer(origin, seen, began))
+            seen, began = len(origin.log), time.monotonic()
             direct.append(timed(lambda u=url, s=sha, o=scratch: aria2c_direct(u, s, o, 16)))
+            fixed["aria2c"].append(around_transfer(origin, seen, began))
         ratios = [d / c for c, d in zip(cm, direct, strict=True)]
         out["sizes"].append(
             {
@@ -187,10 +192,21 @@ def defaults(origin: Origin, base: Path, sizes: list[int], rate: int, reps: int)
                 "cmcache_runs_s": cm,
                 "aria2c_runs_s": direct,
                 "run_ratios": ratios,
+                # (start → first byte, last byte → exit), medians: the costs around the transfer
+                "fixed_s": {
+                    side: [median([f[0] for f in runs]), median([f[1] for f in runs])]
+                    for side, runs in fixed.items()
+                },
                 "load": [load_before, os.getloadavg()[0]],
             }
         )
     return out
+
+
+def around_transfer(origin: Origin, seen: int, began: float) -> tuple[float, float]:
+    """Seconds from ``began`` to the first body byte sent, and from the last one to now."""
+    gets = [r for r in origin.log[seen:] if r.method == "GET" and r.sent > 1]
+    return min(r.started for r in gets) - began, time.monotonic() - max(r.ended for r in gets)
 
 
 def resume(origin: Origin, base: Path, size: int, rate: int, reps: int) -> dict[str, Any]:
@@ -635,6 +651,16 @@ def report(results: dict[str, Any]) -> None:
                 target,
             )
         )
+        f = d.get("fixed_s")
+        if f:
+            rows.append(
+                (
+                    "  start → first byte, last byte → exit",
+                    f"cmcache {f['cmcache'][0]:.2f}s + {f['cmcache'][1]:.2f}s · "
+                    f"aria2c {f['aria2c'][0]:.2f}s + {f['aria2c'][1]:.2f}s",
+                    "",
+                )
+            )
     r = results.get("resume", {})
     if r:
         spread = ", ".join(f"{x['ratio']:.3f}" for x in r["runs"])

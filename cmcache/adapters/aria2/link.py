@@ -162,6 +162,7 @@ class EngineLink:
         Each is paused first, so a daemon restarted from its session brings it back paused:
         the next pull then sets its segments to what is left before it runs again.
         """
+        self._join_release()
         for url, gid in gids:
             with contextlib.suppress(EngineError, RpcError):
                 self.engine(url).pause(gid)
