@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from typing import TYPE_CHECKING
@@ -109,4 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         hint = "rerun with -v for the full traceback"
         code = _fail(CURRENT.out, ExitCode.UNEXPECTED, f"unexpected error: {exc!r}", hint)
+    # Everything is said: skip collecting every object of every module on the way out
+    # (measured: a third of a second on a busy machine, after each command).
+    gc.freeze()
     sys.exit(int(code or 0))

@@ -2,17 +2,17 @@
 
 Rules from aria2's measured behaviour (docs/aria2.md): never ``continue`` a file without its
 control file; a 0-byte control file or error 8 means start clean; verify every file ourselves
-(hashing once, in Python, after the last byte); a bad file never reaches its final path.
+(services/verifying.py); a bad file never reaches its final path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING
 
-from cmcache.adapters.aria2.options import aria2_options, prepare_staging
+from cmcache.adapters.aria2.options import aria2_options, prepare_staging, segments
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import (
     CacheError,
@@ -35,8 +35,9 @@ from cmcache.services.in_flight import (
     next_poll,
     origin_changed,
 )
-from cmcache.services.placement import Placement, hash_file, move_verified
+from cmcache.services.placement import Placement, move_verified
 from cmcache.services.priority import rebalance
+from cmcache.services.verifying import Verifier
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,7 +75,7 @@ class Downloader:
         self.hooks = hooks or PullHooks()
         self.cluster = cluster
         self.on_note = self.hooks.on_note
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmcache-verify")
+        self._verifier = Verifier(early=link.private is not None)
         self._live: dict[str, Live] = {}
         self._waiting: dict[str, tuple[Target, FileLock]] = {}
         self._done: dict[str, Outcome] = {}
@@ -103,9 +104,12 @@ class Downloader:
                 self._waiting.clear()
             while self._live or self._waiting:
                 self._tick(opts)
+                if not self._fetching() and not opts.detach:
+                    self.link.release()  # its stop overlaps the last verification
                 self._pause()
         except KeyboardInterrupt:
-            self.link.interrupt((lv.engine_url, lv.gid) for lv in self._live.values() if lv.gid)
+            fetching = [lv for lv in self._live.values() if lv.gid and lv.verifying is None]
+            self.link.interrupt((lv.engine_url, lv.gid) for lv in fetching)
             raise Interrupted(
                 "interrupted; downloads stay resumable: run the same pull again"
             ) from None
@@ -113,12 +117,16 @@ class Downloader:
             self.link.interrupt((lv.engine_url, lv.gid) for lv in self._live.values() if lv.gid)
             raise
         finally:
-            self._hasher.shutdown(wait=True)
+            self._verifier.shutdown()
             for live in self._live.values():
                 live.lock.release()
             for _target, lock in self._waiting.values():
                 lock.release()
         return [self._done[t.entry.ref] for t in targets]
+
+    def _fetching(self) -> bool:
+        """Whether aria2 still has work here: a download running, retrying or waiting."""
+        return bool(self._waiting) or any(lv.verifying is None for lv in self._live.values())
 
     def _pause(self) -> None:
         """Wait for the next tick: sooner when a download is about to finish or a hash is done."""
@@ -157,7 +165,8 @@ class Downloader:
                 self._placed(live)
         if self.cluster is not None:
             self.cluster.keep_locks(self._live.values())
-        rebalance(self.index, self.link, opts.concurrent)  # the best priorities run
+        if self._fetching():
+            rebalance(self.index, self.link, opts.concurrent)  # the best priorities run
         self._report()
 
     # ------------------------------------------------------------ starting
@@ -181,7 +190,7 @@ class Downloader:
         if job is not None:
             if self._origin_changed(live, job):
                 self._discard(live, job)
-            elif self._adopt(live, job):
+            elif self._adopt(live, job, opts):
                 return
         self._start(live, opts)
 
@@ -206,7 +215,7 @@ class Downloader:
             f"{live.target.ref}: the origin changed since the download began; starting over"
         )
 
-    def _adopt(self, live: Live, job: Job) -> bool:
+    def _adopt(self, live: Live, job: Job, opts: PullOptions) -> bool:
         """Take over a download already in aria2 (an earlier, interrupted or detached pull)."""
         try:
             engine = self.link.engine(job.rpc)
@@ -215,10 +224,14 @@ class Downloader:
             return False
         if transfer is None or transfer.path != str(live.target.staging):
             return False
-        live.gid, live.engine_url, live.last = job.gid, engine.url, transfer
+        live.follow(job.gid, engine.url, hash_early=self._verifier.early)
+        live.last = transfer
         if self.cluster is not None:  # a detached origin fetch: its cluster lock is ours now
             self.cluster.adopt_lock(live, self._token_file(live))
-        if transfer.status == TransferStatus.PAUSED:
+        if transfer.status == TransferStatus.PAUSED:  # an interrupted pull paused it
+            with contextlib.suppress(RpcError):
+                split = segments(live.target, self.settings.download, opts, job.size)
+                engine.change(job.gid, {"split": str(split)})
             with contextlib.suppress(RpcError):
                 engine.unpause(job.gid)
         self.on_note(f"{live.target.entry.ref}: resuming an earlier download")
@@ -243,7 +256,8 @@ class Downloader:
             prepare_staging(target)
             engine = self.link.least_busy()
             gid = engine.add(uris, self._options(target, live, opts))
-            live.gid, live.engine_url, live.last = gid, engine.url, None
+            live.follow(gid, engine.url, hash_early=self._verifier.early)
+            live.last = None
             live.mark = (time.monotonic(), live.mark[1])
             self.index.add_job(live.job(opts.priority, self.index.next_seq()))
         except CmcacheError as exc:  # the resolver has already retried what is worth it
@@ -287,10 +301,11 @@ class Downloader:
             live.mark = (time.monotonic(), transfer.completed)
         elif self._misbehaving(live, transfer):
             return
+        self._verifier.feed(live, transfer)
         if transfer.status == TransferStatus.COMPLETE:
             with contextlib.suppress(EngineError, RpcError):
                 self.link.engine(live.engine_url).forget_result(live.gid)
-            live.verifying = self._hasher.submit(hash_file, live.target.staging)
+            self._verifier.start(live)
         elif transfer.status == TransferStatus.REMOVED:
             self._fail(live, ExitCode.DOWNLOAD, f"{ref}: cancelled")
         elif transfer.status == TransferStatus.ERROR:
@@ -360,9 +375,8 @@ class Downloader:
     # ------------------------------------------------------------ verifying and placing
 
     def _placed(self, live: Live) -> None:
-        assert live.verifying is not None
         target = live.target
-        sha, size = hashed = live.verifying.result()
+        sha, size = hashed = self._verifier.result(live)
         try:
             if target.archive:  # a bundle's archive: kept for unpacking, never managed
                 move_verified(target, hashed, live.expected_size, live.expected_sha)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cmcache.adapters.storage.hashing import GrowingHash
 from cmcache.adapters.storage.index import Job
 from cmcache.core.errors import IntegrityError
 from cmcache.core.states import ProgressState, TransferStatus
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from cmcache.core.targets import Target
 
 STALL_RATE = 1024  # bytes/s below which a download counts as stalled
+FEED_STEP = 4 << 20  # the growing hash reads at least this much at a time
 RETRY_CODES = {"1", "2", "5", "6", "19", "22", "24", "29"}  # transient: resume after a pause
 CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the way
 DISK_FULL = "9"
@@ -97,6 +99,27 @@ class Live:
     noted_wait: bool = False
     origin_sha: str | None = None  # what the origin announced, asked once (see cluster)
     origin_asked: bool = False
+    growing: GrowingHash | None = None  # sha256 of the final prefix, kept up while it grows
+    feeding: Future[None] | None = None
+
+    def follow(self, gid: str, engine_url: str, *, hash_early: bool) -> None:
+        """A new aria2 download carries this target: a hash of earlier bytes may not fit it.
+
+        The early hash is kept for files whose sha256 is known: a mismatch is then read
+        again whole, so a doubtful early hash costs time, never a wrong record.
+        """
+        self.gid, self.engine_url = gid, engine_url
+        early = hash_early and self.expected_sha is not None
+        self.growing = GrowingHash(self.target.staging) if early else None
+        self.feeding = None
+
+    def hash_due(self, transfer: Transfer) -> int | None:
+        """How far to feed the growing hash now; None when little is new or a feed runs."""
+        if self.growing is None or (self.feeding is not None and not self.feeding.done()):
+            return None
+        if transfer.final_prefix - self.growing.hashed < FEED_STEP:
+            return None
+        return transfer.final_prefix
 
     @property
     def expected_sha(self) -> str | None:

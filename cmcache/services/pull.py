@@ -277,6 +277,7 @@ def make_downloader(
     settings: Settings, cache: Cache, link: EngineLink, hooks: PullHooks
 ) -> Downloader:
     """A downloader for this root whose reports go to ``hooks``."""
+    link.warm_up()  # the daemon starts while the rest is set up
     from cmcache.adapters.http.resolve import Resolver
     from cmcache.services.cluster import cluster_for
     from cmcache.services.download import Downloader

@@ -26,6 +26,8 @@ _KEYS = [
     "errorMessage",
     "files",
     "dir",
+    "bitfield",
+    "pieceLength",
 ]
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ class Transfer:
     error_code: str
     error_message: str
     path: str
+    final_prefix: int = 0  # bytes from the start in pieces aria2 has completed: they stay
 
     @property
     def done(self) -> bool:
@@ -128,6 +131,10 @@ class Aria2Engine:
         """Put a paused download back in the waiting queue."""
         self._call(self._client.unpause, gid)
 
+    def change(self, gid: str, options: Mapping[str, str]) -> None:
+        """Change a waiting or paused download's options (an active one would restart)."""
+        self._call(self._client.change_option, gid, {k: str(v) for k, v in options.items()})
+
     def move(self, gid: str, position: int) -> None:
         """Move a waiting download to ``position`` in the waiting queue."""
         self._call(self._client.change_position, gid, position, "POS_SET")
@@ -169,4 +176,21 @@ def _transfer(raw: Mapping[str, Any]) -> Transfer:
         error_code=str(raw.get("errorCode", "") or ""),
         error_message=str(raw.get("errorMessage", "") or ""),
         path=str(files[0].get("path", "")),
+        final_prefix=_final_prefix(raw),
     )
+
+
+def _final_prefix(raw: Mapping[str, Any]) -> int:
+    """Bytes of the leading run of completed pieces (``bitfield``: highest bit is piece 0)."""
+    bits, piece = str(raw.get("bitfield", "") or ""), int(raw.get("pieceLength", 0) or 0)
+    pieces = 0
+    for digit in bits:
+        value = int(digit, 16)
+        leading = 0
+        while leading < 4 and value & (8 >> leading):
+            leading += 1
+        pieces += leading
+        if leading < 4:
+            break
+    total = int(raw.get("totalLength", 0) or 0)
+    return min(total, pieces * piece)

@@ -29,6 +29,7 @@ class EngineLink:
         )
         self._engines: dict[str, Aria2Engine] = {}
         self._warming: threading.Thread | None = None
+        self._stopping: threading.Thread | None = None
         self.restarts = 0
 
     def _engine_at(self, url: str, secret: str) -> Aria2Engine:
@@ -61,6 +62,7 @@ class EngineLink:
     def engines(self) -> list[Aria2Engine]:
         """Every engine, connecting (and starting the private daemon) on first use."""
         self._await_warm_up()
+        self._join_release()
         if self._engines:
             return list(self._engines.values())
         if self.private is not None:
@@ -134,20 +136,47 @@ class EngineLink:
         else the daemon it was starting would outlive it, unseen.
         """
         self._await_warm_up()
+        self._join_release()
         if self.private is None or self.keep or not self._engines:
             return
         with contextlib.suppress(EngineError):
             self.private.stop_if_last(next(iter(self._engines.values())))
 
-    def interrupt(self, gids: Iterable[tuple[str, str]]) -> None:
-        """Ctrl-C: keep every download resumable and stop transferring."""
-        self._await_warm_up()
-        if self.private is not None and not self.keep and self._engines:
-            # A graceful shutdown writes the session and every control file.
+    def release(self) -> None:
+        """Nothing more for aria2 to fetch here: stop the daemon in the background (while the
+        last files are verified) if no one else needs it. Using the link again waits for that
+        and then starts a new daemon."""
+        if self.private is None or self.keep or not self._engines or self._stopping:
+            return
+        engine = next(iter(self._engines.values()))
+        self._engines.clear()
+        private = self.private
+
+        def stop() -> None:
             with contextlib.suppress(EngineError):
-                engine = next(iter(self._engines.values()))
-                if self.private.stop_if_last(engine, require_idle=False):
-                    return
+                private.stop_if_last(engine)
+
+        self._stopping = threading.Thread(target=stop, name="cmcache-release", daemon=True)
+        self._stopping.start()
+
+    def _join_release(self) -> None:
+        stopping = self._stopping
+        if stopping is not None and stopping is not threading.current_thread():
+            stopping.join()
+            self._stopping = None
+
+    def interrupt(self, gids: Iterable[tuple[str, str]]) -> None:
+        """Ctrl-C: keep every download resumable and stop transferring.
+
+        Each is paused first, so a daemon restarted from its session brings it back paused:
+        the next pull then sets its segments to what is left before it runs again.
+        """
+        self._join_release()
+        self._await_warm_up()
         for url, gid in gids:
             with contextlib.suppress(EngineError, RpcError):
                 self.engine(url).pause(gid)
+        if self.private is not None and not self.keep and self._engines:
+            # A graceful shutdown writes the session and every control file.
+            with contextlib.suppress(EngineError):
+                self.private.stop_if_last(next(iter(self._engines.values())), require_idle=False)

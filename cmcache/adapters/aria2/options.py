@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cmcache.adapters.aria2.control import read_partial
 from cmcache.core.files import remove_quietly
-from cmcache.core.planning.split import auto_split
+from cmcache.core.planning.split import auto_split, resume_split
 
 if TYPE_CHECKING:
     from cmcache.core.settings.model import DownloadSettings
@@ -27,6 +28,15 @@ def prepare_staging(target: Target) -> None:
         remove_quietly(control)
 
 
+def segments(target: Target, d: DownloadSettings, opts: PullOptions, size: int | None) -> int:
+    """How many segments to fetch ``target`` in; when resuming, no more than the stretches its
+    control file says are still missing (aria2 would cut running segments and fetch twice
+    the bytes in flight past each cut)."""
+    split = opts.split or d.split or auto_split(size)
+    partial = read_partial(target.control)
+    return split if partial is None else resume_split(split, partial.unfinished_runs)
+
+
 def aria2_options(
     target: Target, d: DownloadSettings, opts: PullOptions, size: int | None, header: str | None
 ) -> dict[str, str]:
@@ -38,7 +48,7 @@ def aria2_options(
         "continue": "true" if target.control.exists() else "false",
         "allow-overwrite": "true",
         "auto-file-renaming": "false",
-        "split": str(opts.split or d.split or auto_split(size)),
+        "split": str(segments(target, d, opts, size)),
         "max-connection-per-server": str(d.max_connection_per_server),
         "min-split-size": "1M",
         "max-tries": str(d.max_tries),

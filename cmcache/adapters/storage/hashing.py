@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import io
     from collections.abc import Callable
     from pathlib import Path
 
@@ -33,3 +34,55 @@ def fingerprint(path: Path) -> tuple[int, int, int]:
     """(size, mtime_ns, inode): unchanged means the verified bytes are still there."""
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class GrowingHash:
+    """SHA-256 of a file still being written, fed from its start as its prefix becomes final.
+
+    The caller says how far the file is final (``advance``); ``finish`` reads the rest. Only
+    one thread may use it at a time. If the file was replaced meanwhile (another inode) or is
+    shorter than what was hashed, ``finish`` hashes the whole file again instead.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hashed = 0
+        self._digest = hashlib.sha256()
+        self._inode: int | None = None
+
+    def advance(self, upto: int) -> None:
+        """Hash the bytes from where it stopped up to ``upto`` (they will not change)."""
+        if upto <= self.hashed:
+            return
+        try:
+            with self.path.open("rb", buffering=0) as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                if self._inode is not None and inode != self._inode:
+                    return  # replaced: finish() starts over
+                self._inode = inode
+                handle.seek(self.hashed)
+                self.hashed += self._feed(handle, upto - self.hashed)
+        except OSError:
+            return  # finish() decides
+
+    def finish(self) -> tuple[str, int]:
+        """(sha256, size) of the whole file: the rest read now, or all of it if in doubt."""
+        with self.path.open("rb", buffering=0) as handle:
+            st = os.fstat(handle.fileno())
+            if self._inode not in (None, st.st_ino) or st.st_size < self.hashed:
+                handle.seek(0)
+                self.hashed, self._digest = 0, hashlib.sha256()
+            handle.seek(self.hashed)
+            self.hashed += self._feed(handle, st.st_size - self.hashed)
+        return self._digest.hexdigest(), self.hashed
+
+    def _feed(self, handle: io.FileIO, length: int) -> int:
+        buffer = bytearray(min(BUFFER, max(length, 1)))
+        view, fed = memoryview(buffer), 0
+        while fed < length:
+            n = handle.readinto(view[: min(len(buffer), length - fed)])
+            if not n:
+                break
+            self._digest.update(view[:n])
+            fed += n
+        return fed

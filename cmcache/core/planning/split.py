@@ -13,3 +13,12 @@ def auto_split(size: int | None) -> int:
     if size is None:
         return UNKNOWN_SIZE_SEGMENTS
     return max(1, min(MAX_SEGMENTS, -(-size // SEGMENT)))
+
+
+def resume_split(split: int, unfinished_runs: int) -> int:
+    """Segments for a resumed download: no more than the stretches still missing.
+
+    More connections than stretches make aria2 cut running segments in two; the bytes the
+    cut connection has in flight past the cut are then fetched twice.
+    """
+    return max(1, min(split, unfinished_runs))
