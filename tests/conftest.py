@@ -14,13 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hubs import CivitaiHub, HfHub
 from origin import Origin
 
 if TYPE_CHECKING:
     from clustering import Node, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
-_LEAKY = ("CMCACHE_", "COMFYUI_MANAGER_", "HF_TOKEN", "CIVITAI_API_TOKEN", "NO_COLOR")
+_LEAKY = (
+    "CMCACHE_",
+    "COMFYUI_MANAGER_",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "CIVITAI_API_TOKEN",
+    "CIVITAI_ENDPOINT",
+    "NO_COLOR",
+)
 
 
 @dataclass
@@ -128,6 +137,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Origin]:
+    """A signed-storage or CDN host on another address: tokens must never reach it."""
+    server = Origin(tmp_path / "storage", host="127.0.0.2").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
@@ -146,3 +163,23 @@ def nodes(tmp_path: Path, origin: Origin, redis_url: str) -> Iterator[list[Node]
     for node in made:
         node.stop(signal.SIGKILL)
         node.cli("daemon", "stop")
+
+
+@pytest.fixture
+def civitai(cli: Cli, tmp_path: Path, storage: Origin) -> Iterator[CivitaiHub]:
+    """A Civitai-like API on 127.0.0.1 (CIVITAI_ENDPOINT) redirecting to ``storage``."""
+    api = Origin(tmp_path / "civitai", host="127.0.0.1").start()
+    hub = CivitaiHub(api, storage)
+    cli.env["CIVITAI_ENDPOINT"] = hub.endpoint
+    yield hub
+    api.stop()
+
+
+@pytest.fixture
+def hf(cli: Cli, tmp_path: Path, storage: Origin) -> Iterator[HfHub]:
+    """A Hugging Face-like Hub on 127.0.0.1 (HF_ENDPOINT) with its CDN at ``storage``."""
+    api = Origin(tmp_path / "hub", host="127.0.0.1").start()
+    hub = HfHub(api, storage)
+    cli.env["HF_ENDPOINT"] = hub.endpoint
+    yield hub
+    api.stop()

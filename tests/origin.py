@@ -15,6 +15,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,20 @@ class Request:
     sent: int
     started: float
     ended: float
+    query: str = ""
+
+
+@dataclass
+class Answer:
+    """What a router answers instead of a file: status, headers, body."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+# A router sees (method, path, query, headers) and answers, or returns None to serve a file.
+Router = Callable[[str, str, str, dict[str, str]], "Answer | None"]
 
 
 class Origin:
@@ -72,6 +87,7 @@ class Origin:
         self.send_buffer = 256 * 1024
         self.live_sent: dict[str, int] = {}
         self.flight_log: list[tuple[float, str, int]] = []  # (time, path, +1/-1)
+        self.router: Router | None = None  # an API in front of the files (tests/hubs.py)
         handler = _make_handler(self)
         self.server = ThreadingHTTPServer((host, 0), handler)
         self.server.daemon_threads = True
@@ -186,18 +202,37 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             self._serve(body=True)
 
         def _record(self, status: int, sent: int, started: float) -> None:
+            path, _, query = self.path.partition("?")
             with origin.lock:
                 origin.log.append(
                     Request(
                         self.command,
-                        self.path.split("?")[0],
+                        path,
                         dict(self.headers),
                         status,
                         sent,
                         started,
                         time.monotonic(),
+                        query,
                     )
                 )
+
+        def _routed(self, started: float) -> bool:
+            if origin.router is None:
+                return False
+            path, _, query = self.path.partition("?")
+            answer = origin.router(self.command, path, query, dict(self.headers))
+            if answer is None:
+                return False
+            self.send_response(answer.status)
+            for key, value in answer.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer.body)
+            self._record(answer.status, 0, started)
+            return True
 
         def _simple(
             self, status: int, started: float, headers: dict[str, str] | None = None
@@ -214,6 +249,8 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, body: bool) -> None:
             started = time.monotonic()
+            if self._routed(started):
+                return
             path = self.path.split("?")[0]
             faults = origin.faults.get(path, Faults())
             with origin.lock:

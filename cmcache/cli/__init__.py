@@ -24,6 +24,8 @@ def _build() -> typer.Typer:
         comfyui_cmds,
         config_cmds,
         daemon_cmds,
+        find_cmd,
+        forget_cmd,
         metrics_cmd,
         prefetch_cmd,
         prune_cmd,

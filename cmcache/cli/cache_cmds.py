@@ -18,10 +18,14 @@ RefsArg = Annotated[
 
 @app.command()
 def path(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="The model.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The model (a ref, link or hf: ref).")],
     no_download: Annotated[
         bool, typer.Option("--no-download", help="Fail instead of downloading.")
     ] = False,
+    folder: Annotated[
+        str | None,
+        typer.Option("--folder", metavar="FOLDER", help="Folder for a link or an hf: ref."),
+    ] = None,
 ) -> None:
     """Print a model's local path, downloading it first if missing; records a use."""
     from cmcache.core.planning.queue import PRIORITIES
@@ -32,7 +36,8 @@ def path(
 
     st = state()
     settings = st.settings()
-    targets = resolve_refs(settings, [ref], siblings=True)  # a bundle member brings its archive
+    # A bundle member brings its archive; a link or a ref not remembered asks its source.
+    targets = resolve_refs(settings, [ref], folder, siblings=True, on_note=st.out.warn)
     target = targets[0]
     with open_cache_for_reading(settings) as cache:
         report = pull_with_progress(

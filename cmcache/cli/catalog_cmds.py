@@ -121,14 +121,26 @@ def search(
 @app.command()
 def show(
     ref: Annotated[
-        str, typer.Argument(metavar="REF", help="folder/filename, alias, name or filename.")
+        str,
+        typer.Argument(
+            metavar="REF", help="folder/filename, alias, name, filename, link or hf:/civitai: ref."
+        ),
     ],
+    folder: Annotated[
+        str | None,
+        typer.Option("--folder", metavar="FOLDER", help="Folder for a link or an hf: ref."),
+    ] = None,
 ) -> None:
     """Show one model and its local state."""
+    from cmcache.core.sourcerefs import looks_like_source_ref
     from cmcache.services.catalog import final_path, local_states
+    from cmcache.services.pull import resolve_refs
 
     st = state()
-    entry = _catalog().resolve(ref)
+    if looks_like_source_ref(ref):  # remembered, else asked of its source
+        entry = resolve_refs(st.settings(), [ref], folder, on_note=st.out.warn)[0].entry
+    else:
+        entry = _catalog().resolve(ref)
     path = final_path(st.settings(), entry)
     local = local_states(st.settings(), [entry])[entry.ref]
     data = {

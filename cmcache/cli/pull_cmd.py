@@ -53,6 +53,7 @@ def _unknown_row(u: Unknown) -> dict[str, Any]:
         "seconds": 0,
         "sha256": None,
         "workflow": u.workflow,
+        "candidates": list(u.candidates),
     }
 
 
@@ -72,8 +73,17 @@ def pull(
         ),
     ] = None,
     folder: Annotated[
-        str | None, typer.Option("--folder", metavar="FOLDER", help="Folder for a URL ref.")
+        str | None,
+        typer.Option("--folder", metavar="FOLDER", help="Folder for a link or an hf: ref."),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", metavar="NAME", help="File name for the one link or ref given."),
+    ] = None,
+    find: Annotated[
+        bool,
+        typer.Option("--find", help="Look for a workflow's unknown models on Civitai."),
+    ] = False,
     priority: Annotated[
         str, typer.Option("--priority", metavar="PRIORITY", help="high, normal, low or a number.")
     ] = "normal",
@@ -101,7 +111,7 @@ def pull(
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
     from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.pull import pull_request
+    from cmcache.services.pull import PullRequest, pull_request
 
     st = state()
     out = st.out
@@ -121,10 +131,15 @@ def pull(
         raise UsageError(
             "name at least one model (or --file, --workflow)", hint="cmcache pull sdxl"
         )
+    if find and not flows:
+        raise UsageError("--find looks for what a workflow names: give --workflow FILE")
     settings = st.settings()
-    targets, unknown = pull_request(settings, named, flows, folder)
+    request = PullRequest(named, flows, folder, name, find)
+    targets, unknown = pull_request(settings, request, on_note=out.warn)
     for u in unknown:
         out.error(f"{u.ref} (named by {u.workflow}): {u.reason}")
+        for line in u.candidates:
+            out.error(f"  {line}")
     with open_cache_for_reading(settings) as cache:
         report = pull_with_progress(
             settings, cache, targets, out, opts, force=force, dry_run=dry_run

@@ -20,7 +20,3 @@ def read_ref_lines(lines: Iterable[str]) -> list[str]:
         refs.append(text)
     return refs
 
-
-def is_url(ref: str) -> bool:
-    """Whether a ref is an ad-hoc URL rather than a catalog name."""
-    return ref.lower().startswith(("http://", "https://"))

@@ -29,10 +29,14 @@ def builtin_bytes() -> bytes:
 
 
 def load_catalog(settings: Settings) -> Catalog:
-    """Read every synced list of the configured sources, then the built-in one."""
+    """The local list (what links and refs pulled), every synced list of the configured
+    sources, then the built-in one."""
+    from cmcache.adapters.storage.local_list import LocalList
+
     store = ManifestStore(settings.paths.manifests_dir)
-    entries: list[Entry] = []
-    warnings: list[str] = []
+    local, problem = LocalList(settings.paths.state_dir / "local.json").entries()
+    entries: list[Entry] = local
+    warnings: list[str] = [problem] if problem else []
     for source in settings.sources:
         for name, record in store.records(source.name).items():
             saved = store.read_entries(source.name, name, record.md5)

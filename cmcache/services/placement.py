@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cmcache.adapters.storage.hashing import fingerprint, sha256_file
+from cmcache.adapters.storage.hashing import fingerprint, sha256_file, tree_digest
 from cmcache.adapters.storage.index import FileRecord
 from cmcache.core.errors import CmcacheError, IntegrityError, UnverifiedError
 from cmcache.core.urls import redact
@@ -110,10 +110,21 @@ class Placement:
         Raises:
             IntegrityError: an unmanaged file is in the way and differs (``--force`` replaces it).
         """
-        if force or not target.final.is_file():
+        if force or not (target.final.is_file() or target.final.is_dir()):
             return None
         entry = target.entry
         record = self.index.get_file(entry.folder, entry.filename)
+        if target.final.is_dir():  # a whole repository: only a copy cmcache placed counts
+            same = record is not None and (entry.sha256 is None or record.sha256 == entry.sha256)
+            if same and record is not None and unchanged(record, target.final):
+                return record.sha256 or ""
+            if record is not None:
+                return None  # ours, changed or of another revision: fetch it again
+            raise IntegrityError(
+                f"{entry.ref}: {target.final} is a folder cmcache did not place",
+                hint="use --force to replace it (its files are fetched again)",
+                ref=entry.ref,
+            )
         if record is not None and unchanged(record, target.final):
             if entry.sha256 is None or record.sha256 == entry.sha256:
                 return record.sha256 or ""
@@ -200,9 +211,16 @@ def placement_for(settings: Settings, index: Index) -> Placement:
     """A placement that may ask the origin (with this configuration's tokens) what it serves."""
 
     def ask_origin(entry: Entry) -> tuple[int | None, str | None]:
-        from cmcache.adapters.http.resolve import Resolver
+        from cmcache.services.sources import Sources
 
-        resolved = Resolver(settings.token_for, tries=2).resolve(entry.urls[0])
+        sources = Sources(settings)
+        try:
+            concrete = sources.expand(entry)  # Hugging Face and Civitai announce a sha256
+            if concrete.sha256 is not None:
+                return concrete.exact_size, concrete.sha256
+            resolved = sources.resolver(tries=2).resolve(concrete.urls[0])
+        finally:
+            sources.close()
         return resolved.size, resolved.sha256
 
     return Placement(index, ask_origin)
@@ -217,5 +235,7 @@ def unchanged(record: FileRecord, path: Path) -> bool:
 
 
 def hash_file(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file, read once."""
+    """(sha256, size) of a file, read once; of a repository's folder, its digest and bytes."""
+    if path.is_dir():
+        return tree_digest(path)
     return sha256_file(path), path.stat().st_size

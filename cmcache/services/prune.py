@@ -167,10 +167,43 @@ def run_prune(
     )
 
 
+def remove_now(cache: Cache, folder: str, filename: str) -> tuple[int | None, str]:
+    """Remove one managed model asked for by name (``forget --delete``): pinned or recently
+    used, it goes anyway; under its lock, the index marked first, unpinned after.
+
+    Returns:
+        (bytes freed, or None when nothing was removed; why not).
+    """
+    ref = f"{folder}/{filename}"
+    index, store = cache.index, cache.store
+    record = index.get_file(folder, filename)
+    if record is None:
+        return None, f"{ref} is not a file cmcache manages; left alone"
+    lock = FileLock(store.lock_path(folder, filename))
+    if not lock.try_acquire():
+        return None, f"{ref}: a download of it is under way; left alone"
+    try:
+        path = store.final_path(folder, filename)
+        if path.exists() and fingerprint(path) != (record.size, record.mtime_ns, record.inode):
+            index.forget_file(folder, filename)
+            return None, f"{ref}: changed since it was downloaded; left alone and unmanaged"
+        index.mark_removing(folder, filename)
+        _remove_model(store, folder, filename)
+        index.forget_file(folder, filename)
+        index.unpin(folder, filename)
+    finally:
+        lock.release()
+    return record.size, ""
+
+
 def _remove_model(store: ModelStore, folder: str, filename: str) -> None:
-    """Unlink a model file and the empty subfolders it leaves (never the model folder)."""
+    """Remove a model (a file, or a whole repository's folder) and the empty subfolders it
+    leaves (never the model folder)."""
     path = store.final_path(folder, filename)
-    remove_quietly(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        remove_quietly(path)
     _remove_empty_parents(path.parent, store.root / store.disk_folder(folder))
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
-from cmcache.core.errors import CacheError, ExitCode, IntegrityError, RefError, UsageError
-from cmcache.core.manifest.entry import Entry
-from cmcache.core.manifest.safety import location_problem, url_problem
-from cmcache.core.refs import is_url
+from cmcache.core.errors import (
+    CacheError,
+    CmcacheError,
+    ExitCode,
+    IntegrityError,
+    RefError,
+    UsageError,
+)
 from cmcache.core.states import PullOutcome
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
-from cmcache.core.urls import redact
 from cmcache.services.catalog import extra_paths
 from cmcache.services.placement import Placement, placement_for
 
@@ -26,9 +27,12 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
     from cmcache.core.comfyui import ExtraPaths
+    from cmcache.core.manifest.entry import Entry
     from cmcache.core.settings.model import Settings
+    from cmcache.core.sourcerefs import Endpoints
     from cmcache.services.cache import Cache
     from cmcache.services.download import Downloader
+    from cmcache.services.sources import Sources
     from cmcache.services.workflow import Unknown
 
 
@@ -39,18 +43,44 @@ def resolve_targets(
     folder: str | None = None,
     *,
     siblings: bool = False,
+    sources: Sources | None = None,
+    name: str | None = None,
+    endpoints: Endpoints | None = None,
 ) -> list[Target]:
     """Turn refs into targets; every unknown ref is reported at once, before any download.
 
+    Links, ``hf:`` and Civitai refs are looked up in the catalog (the local list remembers
+    them), else asked of their source through ``sources`` (None: no network, such a ref must be
+    remembered). ``name`` names the file of the one such ref given.
+
     Raises:
         RefError: unknown or ambiguous refs.
-        UsageError: a URL without ``--folder``.
+        UsageError: a link or an ``hf:`` ref without ``--folder``; ``--name`` with several.
+        CmcacheError: a source refused or failed (see ``Sources.resolve``).
     """
+    from cmcache.core.sourcerefs import Endpoints, looks_like_source_ref
+    from cmcache.services.remembered import source_entry
+
+    linked = [r for r in refs if looks_like_source_ref(r)]
+    if name is not None and len(linked) != 1:
+        raise UsageError("--name names the file of exactly one link or hf:/civitai: ref")
     entries: list[Entry] = []
     problems: list[RefError] = []
     for ref in refs:
-        if is_url(ref):
-            entries.append(_adhoc(ref, folder))
+        if looks_like_source_ref(ref):
+            try:
+                entries.append(
+                    source_entry(
+                        catalog,
+                        ref,
+                        folder=folder,
+                        name=name,
+                        sources=sources,
+                        endpoints=endpoints or Endpoints(),
+                    )
+                )
+            except RefError as exc:
+                problems.append(exc)
             continue
         members = catalog.bundle_members(ref)
         if members:  # a bundle's name: all of it
@@ -76,49 +106,88 @@ def resolve_targets(
 
 
 def resolve_refs(
-    settings: Settings, refs: list[str], folder: str | None = None, *, siblings: bool = False
+    settings: Settings,
+    refs: list[str],
+    folder: str | None = None,
+    *,
+    siblings: bool = False,
+    name: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Target]:
     """Targets for refs of this configuration's catalog and root (see ``resolve_targets``);
-    ``siblings`` adds the other members of a bundle a ref belongs to (they share one archive)."""
+    ``siblings`` adds the other members of a bundle a ref belongs to (they share one archive).
+    A link or an ``hf:``/Civitai ref not remembered is asked of its source."""
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.services.catalog import load_catalog
+    from cmcache.services.sources import Sources
 
     store = ModelStore(settings.cache.root)
-    return resolve_targets(load_catalog(settings), store, refs, folder, siblings=siblings)
+    sources = Sources(settings, on_note=on_note)
+    try:
+        return resolve_targets(
+            load_catalog(settings),
+            store,
+            refs,
+            folder,
+            siblings=siblings,
+            sources=sources,
+            name=name,
+            endpoints=settings.endpoints,
+        )
+    finally:
+        sources.close()
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """What one ``pull`` asks for."""
+
+    refs: list[str]
+    workflows: list[tuple[str, bytes]]
+    folder: str | None = None
+    name: str | None = None
+    find: bool = False  # look for a workflow's unknown models on Civitai
 
 
 def pull_request(
-    settings: Settings, refs: list[str], workflows: list[tuple[str, bytes]], folder: str | None
+    settings: Settings, request: PullRequest, on_note: Callable[[str], None] | None = None
 ) -> tuple[list[Target], tuple[Unknown, ...]]:
     """Targets for refs and for what workflows need (unique), and the workflow models that
-    nothing can supply. Unknown refs raise; unknown workflow models are reported."""
+    nothing can supply. Unknown refs raise; unknown workflow models are reported (with
+    ``find``, one Civitai has a single exact file for is pulled from there)."""
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.services.catalog import load_catalog
+    from cmcache.services.sources import Sources
     from cmcache.services.workflow import plan_workflows
 
     catalog, store = load_catalog(settings), ModelStore(settings.cache.root)  # once for both
-    targets = resolve_targets(catalog, store, refs, folder, siblings=True) if refs else []
-    unknown: tuple[Unknown, ...] = ()
-    if workflows:
-        plan = plan_workflows(catalog, store, workflows)
-        targets += plan.targets
-        unknown = plan.unknown
+    sources = Sources(settings, on_note=on_note)
+    try:
+        targets = []
+        if request.refs:
+            targets = resolve_targets(
+                catalog,
+                store,
+                request.refs,
+                request.folder,
+                siblings=True,
+                sources=sources,
+                name=request.name,
+                endpoints=settings.endpoints,
+            )
+        unknown: tuple[Unknown, ...] = ()
+        if request.workflows:
+            plan = plan_workflows(catalog, store, request.workflows)
+            targets += plan.targets
+            unknown = plan.unknown
+            if request.find and unknown:
+                from cmcache.services.find import find_unknown
+
+                found, unknown = find_unknown(sources, store, unknown)
+                targets += found
+    finally:
+        sources.close()
     return list({t.ref: t for t in targets}.values()), unknown
-
-
-def _adhoc(url: str, folder: str | None) -> Entry:
-    if not folder:
-        raise UsageError(f"a URL needs --folder to say where it goes: {redact(url)}")
-    problem = url_problem(url)
-    if problem:
-        raise UsageError(problem.replace(url, redact(url)))
-    name = unquote(PurePosixPath(urlsplit(url).path).name)
-    if not name:
-        raise UsageError(f"cannot tell a file name from {redact(url)}")
-    problem = location_problem(folder, name)
-    if problem:
-        raise UsageError(f"cannot store {redact(url)}: {problem}")
-    return Entry(folder=folder, filename=name, urls=(url,), source="url")
 
 
 @dataclass(frozen=True)
@@ -144,9 +213,10 @@ def pull(
     on_outcome: Callable[[Outcome], None] | None = None,
     extra: ExtraPaths | None = None,
     lookup: str = "pull",
+    sources: Sources,
 ) -> PullReport:
     """Skip present targets (no network, no daemon), in root or in ComfyUI's extra model
-    paths; download the rest."""
+    paths; download the rest (``sources`` turns their refs into URLs)."""
     outcomes: dict[str, Outcome] = {}
     missing: list[Target] = []
 
@@ -181,7 +251,8 @@ def pull(
             settle(Outcome(target, PullOutcome.FAILED, code=int(ExitCode.CACHE), message=why))
     elif missing:
         downloader = make_downloader()
-        for outcome in _download(downloader, missing, replace(opts, force=force), on_outcome):
+        forced = replace(opts, force=force)
+        for outcome in _download(downloader, missing, forced, on_outcome, sources):
             outcomes[outcome.target.ref] = outcome
     report = PullReport(tuple(outcomes[t.ref] for t in targets))
     if not dry_run:
@@ -194,15 +265,37 @@ def _download(
     targets: list[Target],
     opts: PullOptions,
     on_outcome: Callable[[Outcome], None] | None,
+    sources: Sources,
 ) -> list[Outcome]:
-    """Download plain targets and bundle archives side by side, then unpack the archives."""
+    """Download plain targets, bundle archives and repositories' files side by side, then
+    unpack the archives and place the repositories."""
     from cmcache.services.bundles import archive_target, by_bundle, unpack
+    from cmcache.services.repos import Repositories, hf_repo_of
 
-    plain = [t for t in targets if t.entry.bundle is None]
+    outcomes: list[Outcome] = []
+
+    def settle(outcome: Outcome) -> None:  # decided before anything downloads
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+
+    repos = Repositories(downloader.store, downloader.placement, sources, force=opts.force)
+    files = repos.plan([t for t in targets if hf_repo_of(t.entry) is not None], settle)
+    plain = []
+    for target in targets:
+        if target.entry.bundle is not None or hf_repo_of(target.entry) is not None:
+            continue
+        try:  # a source's URL and announced sha256
+            plain.append(replace(target, entry=sources.expand(target.entry)))
+        except CmcacheError as exc:
+            code, message = int(exc.exit_code), exc.message
+            settle(Outcome(target, PullOutcome.FAILED, code=code, message=message))
     bundles = by_bundle([t for t in targets if t.entry.bundle is not None])
     archives = {url: archive_target(downloader.store, members) for url, members in bundles.items()}
-    outcomes = []
-    for outcome in downloader.run([*plain, *archives.values()], opts):
+    for outcome in downloader.run([*plain, *archives.values(), *files], opts):
+        if repos.owns(outcome.target):
+            repos.collect(outcome)
+            continue
         if not outcome.target.archive:
             outcomes.append(outcome)
             continue
@@ -217,7 +310,7 @@ def _download(
             if on_outcome:
                 on_outcome(member)
         outcomes += unpacked
-    return outcomes
+    return outcomes + repos.finish(on_outcome)
 
 
 def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:
@@ -255,10 +348,13 @@ def pull_with_engine(
     """Pull through aria2; a private daemon left idle is stopped afterwards. ``lookup`` names
     the command for the hit and miss counters."""
     from cmcache.adapters.aria2.link import EngineLink
+    from cmcache.services.remembered import remember
+    from cmcache.services.sources import Sources
 
     link = EngineLink(settings, keep=opts.detach)
+    sources = Sources(settings, on_note=hooks.on_note)
     try:
-        return pull(
+        report = pull(
             targets,
             placement=placement_for(settings, cache.index),
             make_downloader=lambda: make_downloader(settings, cache, link, hooks),
@@ -268,9 +364,14 @@ def pull_with_engine(
             on_outcome=hooks.on_outcome,
             extra=extra_paths(settings),
             lookup=lookup,
+            sources=sources,
         )
     finally:
+        sources.close()
         link.finish()
+    if not dry_run:
+        remember(settings, targets, report.outcomes)
+    return report
 
 
 def make_downloader(
@@ -281,8 +382,11 @@ def make_downloader(
     from cmcache.adapters.http.resolve import Resolver
     from cmcache.services.cluster import cluster_for
     from cmcache.services.download import Downloader
+    from cmcache.services.sources import explainer
 
-    resolver = Resolver(settings.token_for, on_retry=hooks.on_note)
+    resolver = Resolver(
+        settings.token_for, on_retry=hooks.on_note, explain_denied=explainer(settings.endpoints)
+    )
     cluster = cluster_for(settings, hooks.on_note)
     placement = Placement(cache.index)
     return Downloader(settings, cache.store, placement, link, resolver, hooks, cluster)
@@ -297,10 +401,9 @@ def cached_paths(settings: Settings, refs: list[str], lookup: str) -> list[Targe
     from cmcache.services.cache import existing_index
     from cmcache.services.catalog import load_catalog
 
-    if any(is_url(r) for r in refs):
-        return None
-    store = ModelStore(settings.cache.root)
-    targets = resolve_targets(load_catalog(settings), store, refs)
+    store = ModelStore(settings.cache.root)  # a link or a ref must be remembered (no network)
+    catalog = load_catalog(settings)
+    targets = resolve_targets(catalog, store, refs, endpoints=settings.endpoints)
     index = existing_index(settings, readonly=False)
     if index is None:
         return None

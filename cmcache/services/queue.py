@@ -95,8 +95,12 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
 
 def finished_targets(index: Index, link: EngineLink, store: ModelStore) -> list[Target]:
     """Targets whose download finished in the daemon but was not placed (e.g. ``--detach``)."""
+    from cmcache.services.repos import REPO_FILE
+
     targets = []
     for job in index.jobs():
+        if job.source == REPO_FILE:  # a repository's file: the next pull of it places it
+            continue
         try:
             transfer = link.engine(job.rpc).tell([job.gid]).get(job.gid)
         except (EngineError, RpcError):

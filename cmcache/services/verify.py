@@ -60,7 +60,7 @@ def verify_files(
         except ManifestError:
             results.append(Checked(*key, CheckStatus.SKIPPED, expected, None))
             continue
-        if not path.is_file():
+        if not (path.is_file() or path.is_dir()):  # a folder: a whole repository
             results.append(Checked(*key, CheckStatus.MISSING, expected, None))
             continue
         actual, size = hash_file(path)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Entry
-from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.manifest.safety import location_problem, model_url_problem
 from cmcache.core.workflow import Declared, read_workflow
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ class Unknown:
     folder: str
     filename: str
     reason: str
+    sha256: str | None = None  # the workflow's declared hash, when it gives one
+    candidates: tuple[str, ...] = ()  # what `--find` found when it is not one file
 
     @property
     def ref(self) -> str:
@@ -89,9 +91,9 @@ def _take(
         return
     entry = catalog.get(ref)
     if entry is None and declared is not None:
-        problem = location_problem(folder, filename) or url_problem(declared.url)
+        problem = location_problem(folder, filename) or model_url_problem(declared.url)
         if problem:
-            unknown.setdefault(ref, Unknown(label, folder, filename, problem))
+            unknown.setdefault(ref, Unknown(label, folder, filename, problem, declared.sha256))
             return
         entry = Entry(
             folder, filename, (declared.url,), sha256=declared.sha256, source=WORKFLOW_SOURCE

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from cmcache.adapters.http.session import describe_error, new_session
 from cmcache.core.errors import ManifestError
+from cmcache.core.sourcerefs import netloc_of
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        token = self._token_for(parts.hostname or "") if self._token_for else None
+        token = self._token_for(netloc_of(url)) if self._token_for else None
         if token:
             # requests drops Authorization when a redirect leaves this host.
             headers["Authorization"] = f"Bearer {token}"

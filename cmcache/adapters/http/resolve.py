@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 from cmcache.adapters.http.session import RETRY_STATUSES, describe_error, new_session
 from cmcache.core.errors import DownloadError
 from cmcache.core.names import SHA256_RE
+from cmcache.core.sourcerefs import netloc_of
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 
 MAX_REDIRECTS = 10
 TokenLookup: TypeAlias = "Callable[[str], str | None]"
+# Says why a host refused access (a service's own words and next step), given the URL and
+# whether a token was sent; None keeps the general message.
+DeniedExplainer: TypeAlias = "Callable[[str, bool], str | None]"
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,12 @@ class Resolved:
     """Where to download from, and what the origin announced about the bytes."""
 
     url: str
-    token_host: str | None  # the final host when it has a token to receive, else None
+    token_host: str | None  # the final host[:port] when it has a token to receive, else None
     size: int | None
     sha256: str | None
     ranges: bool
     validators: tuple[str, str] = ("", "")  # (ETag, Last-Modified) of the final answer
+    disposition: str = ""  # the final answer's Content-Disposition (the server's file name)
 
 
 class Resolver:
@@ -48,11 +53,13 @@ class Resolver:
         tries: int = 4,
         timeout: float = 30.0,
         on_retry: Callable[[str], None] | None = None,
+        explain_denied: DeniedExplainer | None = None,
     ) -> None:
         self._token_for = token_for
         self._tries = tries
         self._timeout = timeout
         self._on_retry = on_retry
+        self._explain_denied = explain_denied
         self._session: requests.Session | None = None
 
     def _http(self) -> requests.Session:
@@ -61,7 +68,7 @@ class Resolver:
         return self._session
 
     def token_header(self, host: str) -> str | None:
-        """The Authorization header for exactly ``host``, if it has a token."""
+        """The Authorization header for exactly ``host`` (``host[:port]``), if it has a token."""
         token = self._token_for(host)
         return f"Authorization: Bearer {token}" if token else None
 
@@ -109,7 +116,7 @@ class Resolver:
             parts = urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise DownloadError(f"{redact(url)} redirects to a non-http(s) URL; refused")
-            host = parts.hostname.lower()
+            host = netloc_of(current)
             headers = {"Accept-Encoding": "identity", "Range": "bytes=0-0"}
             token = self._token_for(host)
             if token:
@@ -136,6 +143,10 @@ class Resolver:
                     f"{self._tries} times; giving up"
                 )
             if status in (401, 403):
+                explain = self._explain_denied
+                explained = explain(current, bool(token)) if explain else None
+                if explained:
+                    raise DownloadError(f"{redact(current)}: HTTP {status}: {explained}")
                 hint = "" if token else f"if {host} needs a login, set a token for it ([auth])"
                 raise DownloadError(f"{redact(current)}: HTTP {status} (access denied)", hint=hint)
             if status >= 400:
@@ -151,7 +162,9 @@ class Resolver:
                 response.headers.get("ETag", ""),
                 response.headers.get("Last-Modified", ""),
             )
-            return Resolved(current, host if token else None, size, sha256, ranges, validators)
+            disposition = response.headers.get("Content-Disposition", "")
+            token_host = host if token else None
+            return Resolved(current, token_host, size, sha256, ranges, validators, disposition)
         raise DownloadError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects")
 
     def _probe(self, url: str, headers: dict[str, str]) -> requests.Response:

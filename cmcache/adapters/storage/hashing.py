@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import io
     from collections.abc import Callable
-    from pathlib import Path
 
 BUFFER = 8 * 1024 * 1024  # large reads keep hashlib near memory bandwidth
 
@@ -31,9 +32,45 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
 
 
 def fingerprint(path: Path) -> tuple[int, int, int]:
-    """(size, mtime_ns, inode): unchanged means the verified bytes are still there."""
+    """(size, mtime_ns, inode): unchanged means the verified bytes are still there.
+
+    A folder (a whole repository, one model) counts the bytes of every file under it and the
+    newest mtime of any file or folder in it, so a file added, removed or rewritten shows.
+    """
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, st.st_mtime_ns, st.st_ino
+    size, newest = 0, st.st_mtime_ns
+    for base, folders, files in os.walk(path):
+        for name in folders:
+            newest = max(newest, (Path(base) / name).stat().st_mtime_ns)
+        for name in files:
+            child = (Path(base) / name).stat()
+            size += child.st_size
+            newest = max(newest, child.st_mtime_ns)
+    return size, newest, st.st_ino
+
+
+def folder_files(path: Path) -> list[tuple[str, Path]]:
+    """Every file under a folder, with its path relative to it (``/``-separated), sorted."""
+    found = []
+    for base, _folders, files in os.walk(path):
+        for name in files:
+            full = Path(base) / name
+            found.append((full.relative_to(path).as_posix(), full))
+    return sorted(found)
+
+
+def tree_digest(path: Path) -> tuple[str, int]:
+    """(digest, bytes) of a folder: the sha256 over each file's path and sha256 (see
+    ``core.hubs.repo_digest``), every file read once."""
+    from cmcache.core.hubs import repo_digest
+
+    pairs, size = [], 0
+    for relative, full in folder_files(path):
+        pairs.append((relative, sha256_file(full)))
+        size += full.stat().st_size
+    return repo_digest(pairs), size
 
 
 class GrowingHash:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     preempted INTEGER NOT NULL DEFAULT 0, owner_pid INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL, etag TEXT NOT NULL DEFAULT '', last_modified TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS resolutions (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL
 );
 """
 
@@ -206,7 +209,7 @@ class Index:
                     f"index {self.path} has schema {version}; this cmcache knows {SCHEMA_VERSION}",
                     hint="upgrade cmcache",
                 )
-            # 3 adds the counters table, which the script above creates.
+            # 3 adds the counters table, 4 the resolutions table; the script above creates both.
             if version == 1:  # 2 remembers the origin's validators of each download
                 for column in ("etag", "last_modified"):
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
@@ -341,6 +344,20 @@ class Index:
             (since, limit),
         )
         return [(r["folder"], r["filename"], int(r["n"])) for r in rows]
+
+    # ------------------------------------------------------------ resolutions
+
+    def resolution(self, key: str) -> str | None:
+        """What a source said about ``key`` (a Civitai version's files), as it was kept."""
+        row = self._db.execute("SELECT value FROM resolutions WHERE key = ?", (key,)).fetchone()
+        return str(row["value"]) if row else None
+
+    def keep_resolution(self, key: str, value: str) -> None:
+        """Keep what a source said about ``key``: it never changes (a version's files)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)", (key, value, time.time())
+            )
 
     # ------------------------------------------------------------ jobs
 

@@ -168,7 +168,9 @@ class ModelStore:
         out = {}
         root = str(self.root)
         for folder, filename in locations:
-            if os.path.isfile(f"{root}/{self.disk_folder(folder)}/{filename}"):  # noqa: PTH113
+            path = f"{root}/{self.disk_folder(folder)}/{filename}"
+            # A folder is a whole repository, one model (placed only complete).
+            if os.path.isfile(path) or os.path.isdir(path):  # noqa: PTH112, PTH113
                 out[folder, filename] = LocalState.CACHED
             elif staged and self.staging_name(folder, filename) in staged:
                 out[folder, filename] = LocalState.PARTIAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Bundle, Entry
-from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.manifest.safety import location_problem, model_url_problem
 from cmcache.core.names import SHA256_RE
 from cmcache.core.sizes import parse_size
 
 SUPPORTED_SCHEMA = 1
+# ComfyUI-Manager names a whole Hugging Face repository by a bare OWNER/REPO url.
+_BARE_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # ComfyUI-Manager `type` → ComfyUI folder, for save_path "default".
 MANAGER_TYPE_FOLDERS = {
@@ -113,7 +116,7 @@ def _as_list(built: Entry | list[Entry]) -> list[Entry]:
 
 
 def _urls_problem(urls: tuple[str, ...]) -> str | None:
-    return next((p for u in urls if (p := url_problem(u))), None)
+    return next((p for u in urls if (p := model_url_problem(u))), None)
 
 
 def detect_format(doc: Any, list_name: str) -> str:
@@ -313,12 +316,14 @@ def _entry_from_manager(obj: Any) -> Entry:
     if not isinstance(obj, dict):
         raise ValueError("must be an object")
     filename = _text(obj, "filename")
-    folder, path = manager_location(
-        _text(obj, "save_path", "default"), _text(obj, "type"), filename
-    )
     url = _text(obj, "url")
     if not url:
         raise ValueError("has no url")
+    if _BARE_REPO_RE.match(url):  # a whole Hugging Face repository, kept in a folder of its name
+        filename, url = url.rsplit("/", 1)[1], f"hf:{url}"
+    folder, path = manager_location(
+        _text(obj, "save_path", "default"), _text(obj, "type"), filename
+    )
     size, exact = _size_of(obj.get("size"))
     tags = tuple(t for t in (_text(obj, "base"), _text(obj, "type")) if t)
     return Entry(

@@ -46,6 +46,23 @@ def location_problem(folder: str, filename: str) -> str | None:
     return None
 
 
+def model_url_problem(url: str) -> str | None:
+    """Why a manifest's or a workflow's model URL is refused: an http(s) URL, or a Hugging
+    Face or Civitai ref (``hf:…``, ``civitai:…``, an AIR) of a valid form, is accepted."""
+    from cmcache.core.errors import UsageError
+    from cmcache.core.sourcerefs import Endpoints, parse_source_ref
+
+    if control_character(url) or " " in url:
+        return f"URL {url!r} contains white space or a control character"
+    if url.lower().startswith(("http://", "https://")):
+        return url_problem(url)
+    try:
+        found = parse_source_ref(url, Endpoints())
+    except UsageError as exc:
+        return exc.message
+    return None if found is not None else url_problem(url)
+
+
 def url_problem(url: str) -> str | None:
     """Why a model URL is refused, or None when it is an http(s) URL with a host."""
     if control_character(url) or " " in url:

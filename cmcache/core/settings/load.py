@@ -21,7 +21,14 @@ from cmcache.core.settings.model import (
     Settings,
     Source,
 )
-from cmcache.core.settings.schema import DEFAULTS, FREE_TABLES, KEYS, SOURCE_KEYS
+from cmcache.core.settings.schema import (
+    DEFAULTS,
+    FREE_TABLES,
+    KEYS,
+    MANAGER_SOURCE,
+    SOURCE_KEYS,
+)
+from cmcache.core.sourcerefs import Endpoints
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -121,6 +128,7 @@ def _parse_sources(value: Any, origin: str) -> tuple[Source, ...]:
             raise ConfigError(f"{where} ({name}): format must be one of {', '.join(FORMATS)}")
         if any(s.name == name for s in sources):
             raise ConfigError(f"{where}: source name {name!r} is used twice")
+
         sources.append(
             Source(
                 name=name,
@@ -161,16 +169,27 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
         root = comfy_path / "models"
     else:
         root = paths.data_dir / "models"
+    catalog = section("catalog")
+    sources = _parse_sources(raw["sources"], origin) if "sources" in raw else ()
+    if catalog["manager"]:  # ComfyUI-Manager's own list, synced like any configured source
+        if any(s.name == MANAGER_SOURCE for s in sources):
+            raise ConfigError(
+                f"catalog.manager in {origin}: a configured source is already named "
+                f"{MANAGER_SOURCE!r}; rename it or set catalog.manager = false"
+            )
+        url = catalog["manager_url"]
+        sources += (Source(MANAGER_SOURCE, url=url, format="comfyui-manager"),)
     return Settings(
         paths=paths,
         cache=CacheSettings(root=root.absolute(), **cache),
         download=DownloadSettings(**section("download")),
-        builtin_catalog=section("catalog")["builtin"],
-        sources=_parse_sources(raw["sources"], origin) if "sources" in raw else (),
+        builtin_catalog=catalog["builtin"],
+        sources=sources,
         auth=_parse_auth(raw["auth"], origin) if "auth" in raw else {},
         prefetch=PrefetchSettings(**section("prefetch")),
         comfyui=ComfyUISettings(comfy_path, extra),
         cluster=ClusterSettings(**section("cluster")),
+        endpoints=Endpoints(section("huggingface")["endpoint"], section("civitai")["endpoint"]),
     )
 
 
@@ -181,6 +200,9 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         out.setdefault("cache", {})["root"] = environ["CMCACHE_ROOT"]
     if environ.get("CMCACHE_REDIS"):
         out.setdefault("cluster", {})["redis"] = environ["CMCACHE_REDIS"]
+    for variable, section in (("HF_ENDPOINT", "huggingface"), ("CIVITAI_ENDPOINT", "civitai")):
+        if environ.get(variable):
+            out.setdefault(section, {})["endpoint"] = environ[variable]
     if environ.get("CMCACHE_COMFYUI"):
         out.setdefault("comfyui", {})["path"] = environ["CMCACHE_COMFYUI"]
     rpc = environ.get("CMCACHE_ARIA2_RPC") or environ.get("COMFYUI_MANAGER_ARIA2_SERVER")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from cmcache.core.sourcerefs import CIVITAI_HOSTS, HF_HOSTS, Endpoints
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -135,10 +137,24 @@ class Settings:
     prefetch: PrefetchSettings
     comfyui: ComfyUISettings
     cluster: ClusterSettings
+    endpoints: Endpoints = field(default_factory=Endpoints)
 
     def token_for(self, host: str) -> str | None:
-        """The token to send to exactly ``host``, resolving ``env:NAME`` references."""
-        spec = {**DEFAULT_AUTH, **self.auth}.get(host.lower())
+        """The token to send to exactly ``host`` (``host[:port]``), resolving ``env:NAME``.
+
+        ``[auth]`` names a host, or a ``host:port``; the Hugging Face and Civitai endpoints get
+        the token of huggingface.co and civitai.com (HF_TOKEN, CIVITAI_API_TOKEN) and no other
+        host does, so a mirror or a loopback endpoint is treated as the service itself.
+        """
+        host = host.lower()
+        auth = {**DEFAULT_AUTH, **self.auth}
+        spec = self.auth.get(host)
+        if spec is None and host == self.endpoints.hf_netloc:
+            spec = auth.get(HF_HOSTS[0])
+        if spec is None and host == self.endpoints.civitai_netloc:
+            spec = auth.get(CIVITAI_HOSTS[0])
+        if spec is None:
+            spec = auth.get(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
         if not spec:
             return None
         if spec.startswith("env:"):

@@ -10,8 +10,11 @@ from typing import Any
 
 from cmcache.core.errors import ConfigError
 from cmcache.core.sizes import parse_size
+from cmcache.core.sourcerefs import DEFAULT_CIVITAI, DEFAULT_HF, endpoint_problem
 
 Parser = Callable[[Any, str], Any]
+MANAGER_URL = "https://raw.githubusercontent.com/Comfy-Org/ComfyUI-Manager/main/model-list.json"
+MANAGER_SOURCE = "comfyui-manager"
 
 
 def _string(value: Any, where: str) -> str:
@@ -128,6 +131,14 @@ def _rpc(value: Any, where: str) -> tuple[str, ...]:
     return tuple(u for u in urls if u)
 
 
+def _endpoint(value: Any, where: str) -> str:
+    text = _string(value, where).strip().rstrip("/")
+    problem = endpoint_problem(text)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return text
+
+
 def _string_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
@@ -173,6 +184,16 @@ KEYS: dict[str, dict[str, Key]] = {
     },
     "catalog": {
         "builtin": Key(_boolean, True, "well-known models with aliases (sdxl, flux-dev, ...)"),
+        "manager": Key(_boolean, False, "add ComfyUI-Manager's model-list.json (run sync)"),
+        "manager_url": Key(_string, MANAGER_URL, "where ComfyUI-Manager's list is fetched"),
+    },
+    "civitai": {
+        "endpoint": Key(
+            _endpoint, DEFAULT_CIVITAI, "Civitai's API and downloads (env CIVITAI_ENDPOINT)"
+        ),
+    },
+    "huggingface": {
+        "endpoint": Key(_endpoint, DEFAULT_HF, "a Hugging Face mirror (env HF_ENDPOINT)"),
     },
     "comfyui": {
         "path": Key(
