@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # its helpers; cmcache itself is the installed one
 
 from origin import Origin
+from sources_bench import rows as source_rows
+from sources_bench import sources
 
 from cmcache.adapters.aria2.daemon import find_aria2c
 
@@ -758,6 +760,8 @@ def report(results: dict[str, Any]) -> None:
         rows.append(
             (f"peak RSS, {m['file_mib']} MiB pull", f"{m['peak_rss_mb']:.0f} MB", "≤ 80 MB")
         )
+    if results.get("sources"):
+        rows += source_rows(results["sources"])
     if p:
         rows += [
             (f"prune plan over {p['prune_files']:,} files", f"{p['prune_plan_s']:.3f}s", "≤ 1s"),
@@ -779,7 +783,7 @@ def main() -> None:
         nargs="*",
         default=None,
         help="throughput defaults resume verification noop batch memory cache comfyui publish "
-        "cluster",
+        "cluster sources",
     )
     parser.add_argument(
         "--reps", type=int, default=3, metavar="N", help="Runs of each side in defaults, resume."
@@ -814,6 +818,7 @@ def main() -> None:
         "comfyui": lambda: comfyui(origin, base, 10_000),
         "cluster": lambda: cluster(origin, base, (128 if quick else 512) * MiB, 8 * MiB),
         "publish": lambda: publish(origin, base, (1 if quick else 10) * GiB, 10),
+        "sources": lambda: sources(base, 4 * MiB, 3 if quick else 7),
     }
     try:
         for name, run in plan.items():

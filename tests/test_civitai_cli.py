@@ -47,6 +47,8 @@ def test_every_civitai_ref_form_pulls_the_model_and_the_token_stays_on_the_api_h
     ):
         again = cli("--json", "pull", form)
         assert again.json()["data"]["results"][0]["outcome"] == "cached", form
+    shown = cli("--json", "show", "https://civitai.com/models/4384?modelVersionId=128713")
+    assert (shown.json()["data"]["source"], shown.json()["data"]["state"]) == ("local", "cached")
     assert (len(civitai.api.log), len(storage.log)) == seen  # remembered: no request at all
     listed = cli("--json", "list", "--source", "local").json()["data"]["models"]
     assert [m["ref"] for m in listed] == [f"loras/{NAME}"]

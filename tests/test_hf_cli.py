@@ -140,3 +140,13 @@ def test_a_manager_repository_entry_and_hf_refs_in_a_manifest_are_pulled(
     assert result.code == 0, result.stderr
     assert (cli.root / "Janus-Pro" / "janus-pro" / "config.json").is_file()
     assert file_sha(cli.root / "loras" / "one.safetensors") == single
+
+
+def test_a_tree_naming_paths_outside_the_repository_is_refused_whole(
+    cli: Cli, hf: HfHub
+) -> None:
+    hf.add("org/evil", "ok.safetensors", random_bytes(1000, seed=10))
+    hf.add("org/evil", "../../escaped.safetensors", random_bytes(1000, seed=11))
+    result = cli("pull", "--folder", "loras", "hf:org/evil")
+    assert result.code == 4 and "refusing hf:org/evil" in result.stderr
+    assert not list(cli.home.rglob("escaped*")) and not (cli.root / "loras" / "evil").exists()

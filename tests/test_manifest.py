@@ -111,10 +111,11 @@ def test_real_manager_sample_imports_with_warnings_for_bad_entries() -> None:
     assert "embeddings/SD1.5/EasyNegative.safetensors" in refs or any(
         r.startswith("embeddings/SD1.5/") for r in refs
     )
-    assert len(parsed.entries) == 16
+    assert len(parsed.entries) == 17
     joined = "\n".join(parsed.warnings)
     assert "appears twice" in joined
-    assert "is not http or https" in joined
+    janus = next(e for e in parsed.entries if e.folder == "Janus-Pro")  # a whole repository
+    assert (janus.filename, janus.urls) == ("Janus-Pro-1B", ("hf:deepseek-ai/Janus-Pro-1B",))
     approx = next(e for e in parsed.entries if e.folder == "vae_approx")
     assert approx.size_exact is False and approx.exact_size is None and approx.size
 

@@ -188,7 +188,9 @@ def test_urls_and_ref_files_with_comments(cli: Cli, origin: Origin) -> None:
     adhoc = cli("pull", "--folder", "loras", origin.url("adhoc/x.safetensors"))
     assert adhoc.code == 0, adhoc.stderr
     assert (cli.root / "loras" / "x.safetensors").exists()
-    no_folder = cli("pull", origin.url("adhoc/x.safetensors"))
+    remembered = cli("pull", origin.url("adhoc/x.safetensors"))  # the local list knows it
+    assert remembered.code == 0 and "cached loras/x.safetensors" in remembered.stdout
+    no_folder = cli("pull", origin.url("adhoc/y.safetensors"))
     assert no_folder.code == 2 and "--folder" in no_folder.stderr
     stdin = cli("--json", "pull", "--file", "-", input="a.bin\n")
     assert stdin.json()["data"]["results"][0]["outcome"] == "cached"

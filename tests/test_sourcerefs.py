@@ -176,3 +176,7 @@ def test_manager_bare_repositories_become_whole_repository_entries() -> None:
     assert not parsed.warnings
     (entry,) = parsed.entries
     assert (entry.ref, entry.urls) == ("Janus-Pro/Janus-Pro-7B", ("hf:deepseek-ai/Janus-Pro-7B",))
+
+
+def test_a_malformed_link_is_left_for_the_url_check() -> None:
+    assert parse_source_ref("http://[::1/x.bin", LOOP) == PlainUrl("http://[::1/x.bin")

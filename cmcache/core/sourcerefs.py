@@ -183,8 +183,11 @@ def _segments(url: str, prefix: str = "") -> list[str]:
 
 
 def _from_url(url: str, endpoints: Endpoints) -> SourceRef:
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # malformed: url_problem says why when it is used
+        return PlainUrl(url)
     host = netloc_of(url)
-    query = urlsplit(url).query
     if host in (*CIVITAI_HOSTS, endpoints.civitai_netloc):
         segs = _segments(url, _prefix(endpoints.civitai, host))
         if len(segs) == 4 and segs[:3] == ["api", "download", "models"] and segs[3].isdigit():

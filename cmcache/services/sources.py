@@ -178,6 +178,9 @@ class Sources:
                 ref=label,
                 candidates=tuple(f"{f.name} ({f.type})" for f in version.files),
             )
+        problem = None if name else plain_name_problem(picked.name)
+        if problem:  # a name from the network must not make folders
+            raise ManifestError(f"{label}: Civitai names the file {problem}", hint="choose --name")
         folder = folder or civitai_folder(version.model_type)
         if not folder:
             raise UsageError(
