@@ -37,10 +37,8 @@ def _pull(base: Path, env: dict[str, str], *args: str) -> float:
         check=False,
     )
     elapsed = time.perf_counter() - started
-    subprocess.run(
-        [sys.executable, "-m", "cmcache", "daemon", "stop"], env=run_env, capture_output=True,
-        check=False,
-    )
+    stop = [sys.executable, "-m", "cmcache", "daemon", "stop"]
+    subprocess.run(stop, env=run_env, capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"cmcache pull {' '.join(args)} failed: {done.stderr[-500:]}")
     if not list((home / "models" / "loras").glob("*.safetensors")):
