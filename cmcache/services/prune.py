@@ -184,7 +184,8 @@ def remove_now(cache: Cache, folder: str, filename: str) -> tuple[int | None, st
         return None, f"{ref}: a download of it is under way; left alone"
     try:
         path = store.final_path(folder, filename)
-        if path.exists() and fingerprint(path) != (record.size, record.mtime_ns, record.inode):
+        verified = (record.size, record.mtime_ns, record.inode)
+        if path.exists() and not record.failed_check and fingerprint(path) != verified:
             index.forget_file(folder, filename)
             return None, f"{ref}: changed since it was downloaded; left alone and unmanaged"
         index.mark_removing(folder, filename)
