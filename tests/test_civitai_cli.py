@@ -53,6 +53,9 @@ def test_every_civitai_ref_form_pulls_the_model_and_the_token_stays_on_the_api_h
     listed = cli("--json", "list", "--source", "local").json()["data"]["models"]
     assert [m["ref"] for m in listed] == [f"loras/{NAME}"]
     assert cli("path", "civitai:128713").stdout.strip() == str(placed)  # the fast path too
+    lines = "# a ref file\nurn:air:sdxl:lora:civitai:4384@128713\n"
+    from_file = cli("pull", "--file", "-", input=lines)
+    assert from_file.code == 0 and f"cached loras/{NAME}" in from_file.stdout
 
 
 def file_sha_of(data: bytes) -> str:

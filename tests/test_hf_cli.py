@@ -83,6 +83,12 @@ def test_a_whole_repository_is_pulled_verified_and_managed_as_one_model(
     assert cli("--json", "verify", "diffusers/janus-pro").json()["data"]["checked"][0][
         "status"
     ] == "ok"
+    with (folder / "config.json").open("a") as changed:  # edited by hand: fetched again
+        changed.write(" ")
+    lfs_before = sum(r.sent for r in storage.log)
+    assert cli("pull", "--folder", "diffusers", f"hf:{REPO}").code == 0
+    assert sum(r.sent for r in storage.log) == lfs_before  # unchanged files were linked
+    assert file_sha(folder / "config.json") == shas["config.json"]
     assert cli("pin", "diffusers/janus-pro").code == 0
     assert cli("prune", "--max-size", "0", "--keep-days", "0").code == 0
     assert folder.is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,34 @@ def test_manager_bare_repositories_become_whole_repository_entries() -> None:
 
 def test_a_malformed_link_is_left_for_the_url_check() -> None:
     assert parse_source_ref("http://[::1/x.bin", LOOP) == PlainUrl("http://[::1/x.bin")
+
+
+def test_the_host_a_user_sees_is_the_one_an_allow_list_checks() -> None:
+    from cmcache.core.sourcerefs import visible_host
+
+    assert visible_host("hf:org/repo/x.safetensors") == "huggingface.co"
+    assert visible_host("urn:air:sdxl:lora:civitai:1@2") == "civitai.com"
+    assert visible_host("civitai:2") == "civitai.com"
+    assert visible_host("https://HuggingFace.co:443/o/r/resolve/main/x") == "huggingface.co"
+
+
+def test_tokens_go_by_host_and_port_and_endpoints_get_their_services_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cmcache.core.settings.load import load_settings
+
+    monkeypatch.setenv("HF_TOKEN", "hf-secret")
+    monkeypatch.setenv("CIVITAI_API_TOKEN", "civ-secret")
+    environ = {
+        "CMCACHE_HOME": str(tmp_path),
+        "HF_ENDPOINT": "http://127.0.0.1:9001",
+        "CIVITAI_ENDPOINT": "http://127.0.0.1:9002/",
+    }
+    (tmp_path / "config.toml").write_text('[auth]\n"127.0.0.3" = "literal"\n')
+    settings = load_settings(environ=environ)
+    assert settings.token_for("127.0.0.1:9001") == "hf-secret"
+    assert settings.token_for("127.0.0.1:9002") == "civ-secret"
+    assert settings.token_for("127.0.0.1:9003") is None
+    assert settings.token_for("127.0.0.2:9001") is None
+    assert settings.token_for("127.0.0.3:8080") == "literal"
+    assert settings.endpoints.civitai == "http://127.0.0.1:9002"

@@ -103,9 +103,26 @@ def netloc_of(url: str) -> str:
     except ValueError:
         return ""
     host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6, bracketed as in a URL
+        host = f"[{host}]"
     if port is None or (parts.scheme, port) in (("http", 80), ("https", 443)):
         return host
     return f"{host}:{port}"
+
+
+def visible_host(url: str) -> str:
+    """The host a user sees in a model URL, before any endpoint takes its place: for
+    ``hf:`` refs huggingface.co, for ``civitai:`` refs and AIRs civitai.com. What an
+    allow-list of download hosts is checked against."""
+    low = url.strip().lower()
+    if low.startswith("hf:"):
+        return HF_HOSTS[0]
+    if low.startswith(("civitai:", "urn:air:")) or _AIR_RE.match(low):
+        return CIVITAI_HOSTS[0]
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 def looks_like_source_ref(text: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,8 +154,8 @@ class Settings:
             spec = auth.get(HF_HOSTS[0])
         if spec is None and host == self.endpoints.civitai_netloc:
             spec = auth.get(CIVITAI_HOSTS[0])
-        if spec is None:
-            spec = auth.get(host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+        if spec is None:  # [auth] names a host: any port of it
+            spec = auth.get(re.sub(r":\d+$", "", host))
         if not spec:
             return None
         if spec.startswith("env:"):
