@@ -818,7 +818,7 @@ def main() -> None:
         "comfyui": lambda: comfyui(origin, base, 10_000),
         "cluster": lambda: cluster(origin, base, (128 if quick else 512) * MiB, 8 * MiB),
         "publish": lambda: publish(origin, base, (1 if quick else 10) * GiB, 10),
-        "sources": lambda: sources(base, 4 * MiB, 3 if quick else 7),
+        "sources": lambda: sources(base, 2 * MiB, 3 if quick else 5),
     }
     try:
         for name, run in plan.items():

@@ -47,56 +47,75 @@ def _pull(base: Path, env: dict[str, str], *args: str) -> float:
     return elapsed
 
 
-def sources(base: Path, size: int, reps: int) -> dict[str, Any]:
-    """Median seconds to placed for each way of naming one model, and the difference."""
+def sources(base: Path, size: int, reps: int, batch: int = 5) -> dict[str, Any]:
+    """Median seconds to placed for each way of naming one model, and for ``batch`` models in
+    one pull (refs are resolved one after another; the downloads run side by side)."""
     storage = Origin(base / "src-storage", host="127.0.0.2").start()
     storage.send_buffer = 4 * MiB
     civitai_api = Origin(base / "src-civitai").start()
     hub_api = Origin(base / "src-hub").start()
     try:
         civitai, hub = CivitaiHub(civitai_api, storage), HfHub(hub_api, storage)
-        data = random_bytes(size, seed=11)
-        civitai.add(4384, 128713, [CivitaiFile("model.safetensors", data, primary=True)])
-        hub.add("org/repo", "model.safetensors", data)
-        storage.add("direct/model.safetensors", data)
+        for n in range(batch):
+            data = random_bytes(size, seed=11 + n)
+            name = f"model{n}.safetensors"
+            civitai.add(4384 + n, 128713 + n, [CivitaiFile(name, data, primary=True)])
+            hub.add("org/repo", name, data)
+            storage.add(f"direct/{name}", data)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CMCACHE_")}
         env |= {"CIVITAI_ENDPOINT": civitai.endpoint, "HF_ENDPOINT": hub.endpoint}
-        ways = {
-            "direct": ("--folder", "loras", storage.url("direct/model.safetensors")),
-            "civitai": ("civitai:128713",),
-            "hf": ("--folder", "loras", "hf:org/repo/model.safetensors"),
+        names = [f"model{n}.safetensors" for n in range(batch)]
+        refs = {
+            "direct": [storage.url(f"direct/{n}") for n in names],
+            "civitai": [f"civitai:{128713 + n}" for n in range(batch)],
+            "hf": [f"hf:org/repo/{n}" for n in names],
         }
-        times: dict[str, list[float]] = {name: [] for name in ways}
+        flags = {"direct": ["--folder", "loras"], "civitai": [], "hf": ["--folder", "loras"]}
+        one: dict[str, list[float]] = {way: [] for way in refs}
+        many: dict[str, list[float]] = {way: [] for way in refs}
         for _ in range(reps):  # interleaved: a slow moment hurts every way alike
-            for name, args in ways.items():
-                times[name].append(_pull(base, env, *args))
+            for way, given in refs.items():
+                one[way].append(_pull(base, env, *flags[way], given[0]))
+                many[way].append(_pull(base, env, *flags[way], *given))
     finally:
         for server in (storage, civitai_api, hub_api):
             server.stop()
-    med = {name: statistics.median(values) for name, values in times.items()}
+    med = {name: statistics.median(values) for name, values in one.items()}
+    per = {name: statistics.median(values) for name, values in many.items()}
     return {
         "file_mib": size / MiB,
         "reps": reps,
+        "batch": batch,
         "direct_s": med["direct"],
         "civitai_s": med["civitai"],
         "hf_s": med["hf"],
         "civitai_extra_ms": (med["civitai"] - med["direct"]) * 1000,
         "hf_extra_ms": (med["hf"] - med["direct"]) * 1000,
+        "batch_direct_s": per["direct"],
+        "batch_civitai_s": per["civitai"],
+        "batch_hf_s": per["hf"],
+        "civitai_extra_ms_per_model": (per["civitai"] - per["direct"]) * 1000 / batch,
+        "hf_extra_ms_per_model": (per["hf"] - per["direct"]) * 1000 / batch,
     }
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The report's lines for this measurement."""
-    direct = result["direct_s"]
-    return [
-        (
-            f"pull civitai:… vs direct URL, {result['file_mib']:.0f} MiB, to placed",
-            f"{result['civitai_s']:.2f}s vs {direct:.2f}s = {result['civitai_extra_ms']:+.0f} ms",
-            "≤ +150 ms",
-        ),
-        (
-            f"pull hf:… vs direct URL, {result['file_mib']:.0f} MiB, to placed",
-            f"{result['hf_s']:.2f}s vs {direct:.2f}s = {result['hf_extra_ms']:+.0f} ms",
-            "≤ +150 ms",
-        ),
-    ]
+    direct, batch = result["direct_s"], result["batch"]
+    out = []
+    for way, label in (("civitai", "civitai:…"), ("hf", "hf:…")):
+        out += [
+            (
+                f"pull {label} vs direct URL, {result['file_mib']:.0f} MiB, to placed",
+                f"{result[f'{way}_s']:.2f}s vs {direct:.2f}s = "
+                f"{result[f'{way}_extra_ms']:+.0f} ms",
+                "≤ +150 ms",
+            ),
+            (
+                f"  {batch} models in one pull, per model",
+                f"{result[f'batch_{way}_s']:.2f}s vs {result['batch_direct_s']:.2f}s = "
+                f"{result[f'{way}_extra_ms_per_model']:+.0f} ms",
+                "≤ +150 ms",
+            ),
+        ]
+    return out

@@ -49,6 +49,10 @@ def test_a_gated_repository_says_what_to_do(cli: Cli, hf: HfHub) -> None:
     assert denied.code == 6
     assert f"gated or private: accept its license at {hf.endpoint}/org/gated" in denied.stderr
     assert "set HF_TOKEN" in denied.stderr
+    cli.env["HF_TOKEN"] = "not-the-token"
+    refused = cli("pull", "--folder", "loras", "hf:org/gated/g.safetensors")
+    assert refused.code == 6 and "HF_TOKEN has no access yet" in refused.stderr
+    assert "not-the-token" not in refused.stderr
     cli.env["HF_TOKEN"] = hf.token
     assert cli("pull", "--folder", "loras", "hf:org/gated/g.safetensors").code == 0
 

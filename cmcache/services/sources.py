@@ -67,7 +67,7 @@ def explainer(endpoints: Endpoints) -> Callable[[str, bool], str | None]:
             with contextlib.suppress(UsageError):
                 ref = parse_source_ref(url, endpoints)
                 if isinstance(ref, HfFile | HfRepo):
-                    return gated_message(endpoints.hf, ref.repo)
+                    return gated_message(endpoints.hf, ref.repo, had_token)
         return None
 
     return explain

@@ -47,9 +47,12 @@ class HfFileInfo:
     size: int | None  # X-Linked-Size, else the length of a small file
 
 
-def gated_message(endpoint: str, repo: str) -> str:
+def gated_message(endpoint: str, repo: str, had_token: bool = False) -> str:
     """What to do about a gated or private repository."""
-    return f"gated or private: accept its license at {hf_page(endpoint, repo)} and set HF_TOKEN"
+    page = hf_page(endpoint, repo)
+    if had_token:
+        return f"gated or private: HF_TOKEN has no access yet; accept its license at {page}"
+    return f"gated or private: accept its license at {page} and set HF_TOKEN"
 
 
 class HuggingFace:
@@ -116,7 +119,7 @@ class HuggingFace:
         if reply.status in (401, 403) or code == "GatedRepo":
             if code == "RepoNotFound" and reply.sent_token:
                 raise RefError(f"Hugging Face knows no repository {repo}", ref=ref)
-            raise DownloadError(f"{ref}: {gated_message(self.endpoint, repo)}")
+            raise DownloadError(f"{ref}: {gated_message(self.endpoint, repo, reply.sent_token)}")
         if reply.status == 404:
             what = {
                 "RepoNotFound": f"no repository {repo}",
