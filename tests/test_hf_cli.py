@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from conftest import Cli
-from hubs import HfHub
+from hubs import CivitaiFile, CivitaiHub, HfHub
 from origin import Origin, random_bytes
 from pulling import FAST_RETRIES, file_sha
 
@@ -122,11 +123,14 @@ def test_an_interrupted_repository_keeps_its_verified_files_for_the_next_pull(
     )
 
 
-def test_a_manager_repository_entry_and_hf_refs_in_a_manifest_are_pulled(
-    cli: Cli, hf: HfHub
+def test_a_manager_repository_entry_and_source_refs_in_a_manifest_are_pulled(
+    cli: Cli, hf: HfHub, civitai: CivitaiHub
 ) -> None:
     _publish_repo(hf)
     single = hf.add("org/single", "one.safetensors", random_bytes(30_000, seed=9))
+    negative = random_bytes(3_000, seed=12)
+    civitai.add(7, 70, [CivitaiFile("neg.pt", negative, primary=True, format="PickleTensor")],
+                model_type="TextualInversion")
     manager = {
         "models": [
             {"name": "org/janus-pro", "type": "Janus-Pro", "base": "Janus-Pro",
@@ -136,6 +140,7 @@ def test_a_manager_repository_entry_and_hf_refs_in_a_manifest_are_pulled(
     }
     own = {"schema": 1, "models": [
         {"folder": "loras", "filename": "one.safetensors", "url": "hf:org/single/one.safetensors"},
+        {"folder": "embeddings", "filename": "neg.pt", "url": "urn:air:sd1:embedding:civitai:7@70"},
     ]}
     (cli.home / "manager.json").parent.mkdir(parents=True, exist_ok=True)
     (cli.home / "manager.json").write_text(json.dumps(manager))
@@ -146,10 +151,13 @@ def test_a_manager_repository_entry_and_hf_refs_in_a_manifest_are_pulled(
     )
     synced = cli("sync")
     assert synced.code == 0, synced.stderr
-    result = cli("--json", "pull", "org/janus-pro", "loras/one.safetensors")
+    result = cli("--json", "pull", "org/janus-pro", "loras/one.safetensors", "neg.pt")
     assert result.code == 0, result.stderr
     assert (cli.root / "Janus-Pro" / "janus-pro" / "config.json").is_file()
     assert file_sha(cli.root / "loras" / "one.safetensors") == single
+    sha = {r["ref"]: r["sha256"] for r in result.json()["data"]["results"]}["embeddings/neg.pt"]
+    assert sha == file_sha(cli.root / "embeddings" / "neg.pt")
+    assert sha == hashlib.sha256(negative).hexdigest()
 
 
 def test_a_tree_naming_paths_outside_the_repository_is_refused_whole(
