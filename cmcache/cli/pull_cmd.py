@@ -111,7 +111,7 @@ def pull(
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
     from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.pull import PullRequest, pull_request
+    from cmcache.services.pull_request import PullRequest, pull_request
 
     st = state()
     out = st.out
