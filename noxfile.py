@@ -51,7 +51,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks beside aria2c and curl; writes bench.json (`-- --quick` for a taste)."""
-    install_project(session)
+    install_project(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 

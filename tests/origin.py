@@ -40,6 +40,7 @@ class Faults:
     redirect: str | None = None  # answer 302 to this URL ...
     redirect_methods: tuple[str, ...] = ("GET", "HEAD")  # ... for these methods
     rate: int | None = None  # bytes per second per connection
+    total_rate: int | None = None  # bytes per second over all connections to this path
     require_token: str | None = None  # 401 unless "Authorization: Bearer <token>"
     headers: dict[str, str] = field(default_factory=dict)
     head_length: bool = True  # False: HEAD and a 0-0 probe do not tell the size
@@ -86,6 +87,7 @@ class Origin:
         self.max_files_in_flight = 0
         self.send_buffer = 256 * 1024
         self.live_sent: dict[str, int] = {}
+        self.free_at: dict[str, float] = {}  # when a path's total_rate lets the next chunk go
         self.flight_log: list[tuple[float, str, int]] = []  # (time, path, +1/-1)
         self.router: Router | None = None  # an API in front of the files (tests/hubs.py)
         handler = _make_handler(self)
@@ -347,7 +349,8 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
             sent = 0
             middle = size // 2
             window_start = time.monotonic()
-            chunk = CHUNK if not faults.rate else max(16 * 1024, min(CHUNK, faults.rate // 50))
+            slowest = min(r for r in (faults.rate, faults.total_rate, 1 << 62) if r)
+            chunk = CHUNK if slowest == 1 << 62 else max(16 * 1024, min(CHUNK, slowest // 50))
             with target.open("rb") as handle:
                 handle.seek(start)
                 while sent < length:
@@ -382,6 +385,13 @@ def _make_handler(origin: Origin) -> type[BaseHTTPRequestHandler]:
                         origin.live_sent[self.path] = origin.live_sent.get(self.path, 0) + len(
                             piece
                         )
+                    if faults.total_rate:  # every connection books its turn on one clock
+                        with origin.lock:
+                            now = time.monotonic()
+                            turn = max(now, origin.free_at.get(self.path, 0.0))
+                            origin.free_at[self.path] = turn + len(piece) / faults.total_rate
+                        if turn > now:
+                            time.sleep(turn - now)
                     if faults.rate and sent < length:
                         due = window_start + sent / faults.rate
                         delay = due - time.monotonic()

@@ -14,18 +14,21 @@ import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cmcache.adapters.aria2.link import EngineLink
 from cmcache.adapters.storage.locks import FileLock
-from cmcache.core.errors import ConfigError, ManifestError, UsageError
+from cmcache.core.errors import CmcacheError, ConfigError, ManifestError, UsageError
 from cmcache.core.peers import BadRecord, peer_base
+from cmcache.core.pieces import CHECKING, GONE, Growing
+from cmcache.core.states import TransferStatus
 from cmcache.services.cache import open_cache
 from cmcache.services.cluster import registry_for
 from cmcache.services.placement import hash_file, unchanged
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     from cmcache.adapters.cluster.registry import Registry
     from cmcache.adapters.storage.index import FileRecord
@@ -82,10 +85,14 @@ class _Node:
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     lost: bool = True  # announcements must be (re)made on the next heartbeat
     beats: int = 0
+    link: EngineLink = field(init=False)
     checks: dict[str, Future[tuple[str, int]]] = field(default_factory=dict)
     hasher: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="cmcache-recheck")
     )
+
+    def __post_init__(self) -> None:
+        self.link = EngineLink(self.settings, keep=True)
 
     def lookup(self, folder: str, filename: str) -> Path | None:
         """The verified file to serve for ``folder/filename``, or None."""
@@ -97,6 +104,30 @@ class _Node:
         if record is None or not unchanged(record, path):
             return None  # not managed, changed since it was verified, or failed a check
         return path
+
+    def growing(self, folder: str, filename: str) -> Growing | None:
+        """A download of ``folder/filename`` in progress here, to serve its finished pieces:
+        only when the bytes it must end up as are known (a sha256 and size), so a reader can
+        check what it got."""
+        job = self.cache.index.job_for(folder, filename)
+        if job is None or not job.sha256 or not job.size:
+            return None
+        link = self.link
+
+        def ready_until(offset: int) -> int:
+            try:
+                if not link.attach():
+                    return GONE
+                status, pieces = link.engine(job.rpc).pieces(job.gid)
+            except CmcacheError:  # the daemon is gone, or forgot the download
+                return GONE
+            if status is TransferStatus.COMPLETE:
+                return CHECKING
+            if status in (TransferStatus.ERROR, TransferStatus.REMOVED):
+                return GONE
+            return offset if pieces is None else pieces.ready_until(offset)
+
+        return Growing(Path(job.staging), job.size, ready_until)
 
     def announce_all(self) -> None:
         for record in self.cache.index.files():
@@ -198,7 +229,14 @@ def serve(
             with contextlib.suppress(OSError):
                 lock.path.unlink()
 
-    app = make_app(secret, node.lookup, guard, stall=settings.download.timeout)
+    app = make_app(
+        secret,
+        node.lookup,
+        guard,
+        stall=settings.download.timeout,
+        rate=c.serve_rate,
+        growing=node.growing,
+    )
     try:
         run(app, host, port, node.heartbeat)
     except OSError as exc:

@@ -10,6 +10,7 @@ import aria2p
 import requests
 
 from cmcache.core.errors import EngineError, RpcError
+from cmcache.core.pieces import Pieces
 from cmcache.core.states import TransferStatus
 from cmcache.core.urls import redact
 
@@ -112,6 +113,17 @@ class Aria2Engine:
         for gid, answer in zip(gids, answers, strict=True):
             out[gid] = _transfer(answer[0]) if isinstance(answer, list) else None
         return out
+
+    def pieces(self, gid: str) -> tuple[TransferStatus, Pieces | None]:
+        """A download's state and finished pieces (None until aria2 knows its size)."""
+        keys = ["status", "bitfield", "pieceLength", "totalLength"]
+        raw: Any = self._call(self._client.tell_status, gid, keys)
+        status = TransferStatus(str(raw.get("status", "error")))
+        total = int(raw.get("totalLength", 0) or 0)
+        length = int(raw.get("pieceLength", 0) or 0)
+        if status is TransferStatus.COMPLETE:  # aria2 drops the bitfield once it is whole
+            return status, Pieces(b"\xff", total, total) if total > 0 else None
+        return status, Pieces.parse(str(raw.get("bitfield", "") or ""), length, total)
 
     def transfers(self) -> list[Transfer]:
         """Every download aria2 holds: active, waiting, then stopped."""

@@ -105,6 +105,7 @@ class ClusterSettings:
     secret: str
     origin_rate: str
     cluster_origin_rate: str
+    serve_rate: int  # bytes per second `serve` may send to all peers together; 0 = no cap
 
     @property
     def enabled(self) -> bool:

@@ -209,6 +209,7 @@ KEYS: dict[str, dict[str, Key]] = {
         "secret": Key(_string, "env:CMCACHE_CLUSTER_SECRET", "peers must present it"),
         "origin_rate": Key(_rate, "10/minute", "origin downloads this node may start"),
         "cluster_origin_rate": Key(_rate, "0", 'the same for all nodes together; "0" = no cap'),
+        "serve_rate": Key(_size, "0", 'upload cap of `cmcache serve` per second; "0" = none'),
     },
     "prefetch": {
         "models": Key(_string_list, [], 'refs to keep present, e.g. ["sdxl"]'),

@@ -1,0 +1,307 @@
+"""A discrete-event model of N cmcache nodes pulling one model together (SimPy).
+
+Two protocols, on the same network:
+
+- ``queue`` (wait-then-copy): one node takes the Redis fetch lock and fetches the model from
+  the origin; it hashes it, places it and announces it. The others poll Redis every
+  ``poll`` seconds; once they see the holder they all copy from it, sharing its upload.
+- ``swarm``: the fetching node announces itself at once and serves every piece it has
+  finished; the others start at once, from it and from each other (every node that holds a
+  piece is a source for it). A request for a piece nobody has yet is held by its source until
+  the piece arrives. The whole-file hash still comes after the last piece, on every node.
+
+What is modelled: pieces (a piece is served only once its holder has all of it), the origin's
+cap (one fetch, single flight), each node's upload and download bandwidth split into
+``slots`` connections (aria2's split for downloads, concurrent readers for uploads), Redis
+round trips (lock, look-ups, announcements), the poll/heartbeat lag before a node learns of a
+new source, a fixed cost per pull (process start, daemon, probes) and the sha256 check.
+What is not: TCP dynamics, disk contention, CPU shared between nodes on one machine (the
+loopback calibration absorbs it in ``start`` and ``hash_rate``), node failures.
+
+Run alone: ``python benchmarks/swarm_sim.py --nodes 10 100 1000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import deque
+from dataclasses import dataclass, replace
+
+import simpy
+
+MiB = 1 << 20
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class Net:
+    """The network and the costs of one pull; rates in bytes per second."""
+
+    size: float
+    piece: float
+    origin: float  # the origin's whole rate (one fetch)
+    up: float  # each node's upload (its link, or `serve_rate`)
+    down: float  # each node's download
+    rtt: float = 0.0005  # one Redis round trip
+    poll: float = 0.5  # how often a waiting node looks at Redis (WAIT_POLL)
+    start: float = 0.5  # fixed cost of a pull before its first byte
+    hash_rate: float = 1.0 * GB  # the sha256 check after the last byte
+    slots: int = 4  # connections per download, and concurrent readers per upload
+    cores: int = 0  # CPUs all nodes share (loopback: one machine); 0 = a machine each
+
+
+@dataclass(frozen=True)
+class Result:
+    nodes: int
+    protocol: str
+    slowest: float
+    fastest: float
+    origin_bytes: float
+
+    def row(self, alone: float, size: float) -> str:
+        return (
+            f"{self.nodes:>6} {self.protocol:<6} slowest {self.slowest:9.1f}s "
+            f"({self.slowest / alone:6.2f}× alone)  origin {self.origin_bytes / size:.2f}×"
+        )
+
+
+def alone(net: Net) -> float:
+    """One node pulling the model by itself."""
+    return net.start + 2 * net.rtt + net.size / min(net.origin, net.down) + net.size / net.hash_rate
+
+
+class _Swarm:
+    """The state of one run; transfers are SimPy timeouts whose callbacks schedule more."""
+
+    def __init__(self, net: Net, n: int, protocol: str, seed: int) -> None:
+        self.net, self.n, self.protocol = net, n, protocol
+        self.env = simpy.Environment()
+        self.rng = random.Random(seed)
+        self.pieces = max(1, round(net.size / net.piece))
+        self.piece_bytes = net.size / self.pieces
+        self.rate = min(net.up, net.down) / net.slots  # one connection's share
+        self.have = [bytearray(self.pieces) for _ in range(n)]
+        self.count = [0] * n
+        self.inflight: list[set[int]] = [set() for _ in range(n)]
+        self.free_down = [net.slots] * n
+        self.free_up = [net.slots] * n
+        self.holders: list[list[int]] = [[] for _ in range(self.pieces)]
+        self.waiters: list[deque[int]] = [deque() for _ in range(self.pieces)]
+        self.wanted: set[int] = set()
+        self.blocked: list[int | None] = [None] * n
+        self.active = [False] * n
+        self.known_at = [float("inf")] * n  # when others can use this node as a source
+        self.done = [0.0] * n
+        self.origin_bytes = 0.0
+        self.cpu = simpy.Resource(self.env, net.cores) if net.cores else None
+
+    def work(self, seconds: float) -> simpy.events.ProcessGenerator:
+        """``seconds`` of CPU: on a shared machine, in turns of 50 ms with the other nodes."""
+        if self.cpu is None:
+            yield self.env.timeout(seconds)
+            return
+        while seconds > 0:
+            turn = min(0.05, seconds)
+            with self.cpu.request() as slot:
+                yield slot
+                yield self.env.timeout(turn)
+            seconds -= turn
+
+    # -- sources ---------------------------------------------------------------------------
+    def usable(self, source: int, node: int) -> bool:
+        return source != node and self.free_up[source] > 0 and self.known_at[source] <= self.env.now
+
+    def find_source(self, piece: int, node: int) -> int | None:
+        holders = self.holders[piece]
+        if len(holders) <= 8:
+            candidates = [h for h in holders if self.usable(h, node)]
+            return self.rng.choice(candidates) if candidates else None
+        for _ in range(8):
+            h = holders[self.rng.randrange(len(holders))]
+            if self.usable(h, node):
+                return h
+        for h in holders:  # the samples were busy: look at every holder once
+            if self.usable(h, node):
+                return h
+        return None
+
+    # -- downloading -----------------------------------------------------------------------
+    def fill(self, node: int) -> None:
+        """Use ``node``'s free connections on the lowest pieces it lacks."""
+        if not self.active[node]:
+            return
+        have, inflight = self.have[node], self.inflight[node]
+        piece = 0
+        while self.free_down[node] > 0:
+            while piece < self.pieces and (have[piece] or piece in inflight):
+                piece += 1
+            if piece >= self.pieces:
+                return
+            source = self.find_source(piece, node)
+            if source is None:  # held back until a holder has it and a free slot
+                self.blocked[node] = piece
+                self.waiters[piece].append(node)
+                self.wanted.add(piece)
+                return
+            self.start_transfer(source, node, piece)
+
+    def start_transfer(self, source: int, node: int, piece: int) -> None:
+        self.free_up[source] -= 1
+        self.free_down[node] -= 1
+        self.inflight[node].add(piece)
+        if self.blocked[node] == piece:
+            self.blocked[node] = None
+        event = self.env.timeout(self.piece_bytes / self.rate)
+        event.callbacks.append(lambda _e: self.arrived(source, node, piece))
+
+    def arrived(self, source: int, node: int, piece: int) -> None:
+        self.free_up[source] += 1
+        self.free_down[node] += 1
+        self.inflight[node].discard(piece)
+        self.got(node, piece)
+        self.serve(source)
+        self.fill(node)
+
+    def got(self, node: int, piece: int) -> None:
+        self.have[node][piece] = 1
+        self.count[node] += 1
+        self.holders[piece].append(node)
+        if self.count[node] == self.pieces:
+            self.active[node] = False
+            self.env.process(self.finish(node))
+        if self.protocol == "swarm" or self.count[node] == self.pieces:
+            self.serve(node)
+
+    def serve(self, source: int) -> None:
+        """Give ``source``'s free upload slots to nodes held back on pieces it has."""
+        if self.protocol == "queue" and self.count[source] < self.pieces:
+            return
+        for piece in sorted(self.wanted, reverse=True):  # the newest piece is the rarest
+            if self.free_up[source] <= 0:
+                return
+            if not self.have[source][piece]:
+                continue
+            queue = self.waiters[piece]
+            while queue and self.free_up[source] > 0:
+                node = queue.popleft()
+                if self.blocked[node] != piece or self.have[node][piece] or node == source:
+                    continue
+                if self.known_at[source] > self.env.now:
+                    queue.appendleft(node)
+                    break
+                self.start_transfer(source, node, piece)
+                self.fill(node)
+            if not queue:
+                self.wanted.discard(piece)
+
+    # -- the nodes -------------------------------------------------------------------------
+    def finish(self, node: int) -> simpy.events.ProcessGenerator:
+        net = self.net
+        yield from self.work(net.size / net.hash_rate)  # the check
+        yield self.env.timeout(net.rtt)  # place, announce
+        self.done[node] = self.env.now
+        if self.protocol == "queue" and node == 0:
+            self.known_at[0] = self.env.now
+
+    def leader(self) -> simpy.events.ProcessGenerator:
+        net = self.net
+        yield from self.work(net.start)
+        yield self.env.timeout(2 * net.rtt)  # take the lock
+        if self.protocol == "swarm":
+            self.known_at[0] = self.env.now + net.rtt  # "fetching here" is announced
+        per_piece = self.piece_bytes / min(net.origin, net.down)
+        for piece in range(self.pieces):
+            yield self.env.timeout(per_piece)
+            self.origin_bytes += self.piece_bytes
+            self.got(0, piece)
+
+    def follower(self, node: int) -> simpy.events.ProcessGenerator:
+        net = self.net
+        yield from self.work(net.start)
+        yield self.env.timeout(2 * net.rtt)  # find the lock taken
+        phase = self.rng.random() * net.poll
+        if self.protocol == "queue":
+            while self.known_at[0] > self.env.now:  # poll until the model is placed
+                yield self.env.timeout(phase or net.poll)
+                phase = 0.0
+        yield self.env.timeout(net.rtt)  # look up the sources
+        if self.protocol == "swarm":
+            # It announces itself; the others learn of it at their next look (poll).
+            self.known_at[node] = self.env.now + net.rtt + net.poll
+            known = self.env.timeout(net.rtt + net.poll)
+            known.callbacks.append(lambda _e: self.serve(node))
+        self.active[node] = True
+        self.fill(node)
+
+    def run(self) -> Result:
+        self.env.process(self.leader())
+        for node in range(1, self.n):
+            self.env.process(self.follower(node))
+        self.env.run()
+        assert all(self.count[i] == self.pieces for i in range(self.n)), "a node never finished"
+        return Result(self.n, self.protocol, max(self.done), min(self.done), self.origin_bytes)
+
+
+def simulate(net: Net, nodes: int, protocol: str, seed: int = 1) -> Result:
+    """Slowest and fastest node and origin bytes for ``nodes`` nodes pulling one model."""
+    return _Swarm(net, nodes, protocol, seed).run()
+
+
+def datacenter(size: float = 20 * GB, piece: float = 256 * MiB) -> Net:
+    """10 Gbit/s between nodes, a 1 Gbit/s origin, a 20 GB model."""
+    return Net(size=size, piece=piece, origin=1.25e8, up=1.25e9, down=1.25e9, start=1.0)
+
+
+def loopback(
+    size: float, origin: float, up: float, start: float, hash_rate: float, cores: int = 0
+) -> Net:
+    """The loopback benchmark: nodes on 127.0.0.x, peers ~120 MiB/s, `serve_rate` = ``up``;
+    ``cores``: the CPUs the nodes get of the one machine they share (0: as many as needed)."""
+    return Net(
+        size=size,
+        piece=4 * MiB,
+        origin=origin,
+        up=up,
+        down=120 * MiB,
+        rtt=0.0002,
+        start=start,
+        hash_rate=hash_rate,
+        cores=cores,
+    )
+
+
+def table(net: Net, counts: list[int]) -> list[str]:
+    one = alone(net)
+    lines = [f"one node alone: {one:.1f}s"]
+    for n in counts:
+        for protocol in ("queue", "swarm"):
+            lines.append(simulate(net, n, protocol).row(one, net.size))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 100, 1000], metavar="N")
+    parser.add_argument("--size-gb", type=float, default=20.0, metavar="GB")
+    parser.add_argument("--piece-mib", type=float, default=256.0, metavar="MIB")
+    parser.add_argument(
+        "--up-gbit",
+        type=float,
+        default=10.0,
+        metavar="GBIT",
+        help="each node's upload (default: the 10 Gbit/s link)",
+    )
+    args = parser.parse_args()
+    net = datacenter(args.size_gb * GB, args.piece_mib * MiB)
+    net = replace(net, up=args.up_gbit * 1.25e8)
+    print(
+        f"{args.size_gb:g} GB model, origin 1 Gbit/s, nodes 10 Gbit/s down, "
+        f"{args.up_gbit:g} Gbit/s up, pieces {args.piece_mib:g} MiB"
+    )
+    for line in table(net, args.nodes):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
