@@ -36,8 +36,11 @@ def path(
 
     st = state()
     settings = st.settings()
-    # A bundle member brings its archive; a link or a ref not remembered asks its source.
-    targets = resolve_refs(settings, [ref], folder, siblings=True, on_note=st.out.warn)
+    # A bundle member brings its archive (all members; only to look, the member alone will do);
+    # a link or a ref not remembered asks its source.
+    targets = resolve_refs(
+        settings, [ref], folder, siblings=not no_download, on_note=st.out.warn
+    )
     target = targets[0]
     with open_cache_for_reading(settings) as cache:
         report = pull_with_progress(

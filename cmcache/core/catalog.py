@@ -21,6 +21,7 @@ class Catalog:
     warnings: tuple[str, ...] = ()
     _by_ref: dict[str, Entry] = field(default_factory=dict, repr=False, compare=False)
     _by_key: dict[str, list[Entry]] = field(default_factory=dict, repr=False, compare=False)
+    _by_bundle: dict[str, list[Entry]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for entry in self.entries:
@@ -89,7 +90,12 @@ class Catalog:
 
     def bundle_members(self, name: str) -> list[Entry]:
         """The entries of the bundle called ``name`` (empty when there is none)."""
-        return [e for e in self.unique_entries() if e.bundle is not None and e.bundle.name == name]
+        if not self._by_bundle:
+            for entry in self.unique_entries():
+                if entry.bundle is not None:
+                    self._by_bundle.setdefault(entry.bundle.name, []).append(entry)
+            self._by_bundle.setdefault("", [])  # built, even when no bundle exists
+        return list(self._by_bundle.get(name, ())) if name else []
 
     def _unique(self, entries: list[Entry]) -> list[Entry]:
         """One entry per ref, always the highest-priority one (the source listed first)."""

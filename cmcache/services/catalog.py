@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,8 @@ def load_catalog(settings: Settings) -> Catalog:
                 warnings.append(exc.message)
                 continue
             entries.extend(parsed.entries)
+            with contextlib.suppress(OSError):  # next time from the saved entries (best effort)
+                store.save_entries(source.name, name, record.md5, parsed.entries)
     if settings.builtin_catalog:
         parsed = parse_manifest(builtin_bytes(), list_name=BUILTIN_SOURCE, source=BUILTIN_SOURCE)
         entries.extend(parsed.entries)

@@ -97,9 +97,10 @@ def resolve_targets(
             ref=problems[0].ref,
             candidates=tuple(c for p in problems for c in p.candidates),
         )
-    for entry in list(entries) if siblings else ():  # to download a member is to fetch all
-        if entry.bundle is not None:
-            entries += [s for r in entry.bundle.members if (s := catalog.get(r)) is not None]
+    if siblings:  # to download a member is to fetch all; each bundle's members added once
+        bundles = {e.bundle: None for e in entries if e.bundle is not None}
+        for bundle in bundles:
+            entries += [s for r in bundle.members if (s := catalog.get(r)) is not None]
     unique = {e.ref: e for e in entries}
     return [store.target(e) for e in unique.values()]
 

@@ -11,12 +11,16 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from cmcache.core.files import remove_quietly, write_atomic
-from cmcache.core.manifest.entry import Entry, entry_from_dict, entry_to_dict
+from cmcache.core.manifest.entry import Entry, entries_from_doc, entries_to_doc
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 META_SCHEMA = 1
+# The entries file: a one-line header (schema, the list's MD5), then the entries. The header is
+# read alone first, so a stale or older file costs a few bytes, not a parse of the whole file.
+ENTRIES_SCHEMA = 2
+_HEADER_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -91,15 +95,19 @@ class ManifestStore:
     def read_entries(self, source: str, name: str, md5: str) -> list[Entry] | None:
         """The validated entries saved with the list, if they belong to these bytes."""
         try:
-            doc = json.loads(self.entries_path(source, name).read_bytes())
-        except (OSError, ValueError):
+            with self.entries_path(source, name).open("rb") as handle:
+                header = json.loads(handle.readline(_HEADER_LIMIT))
+                if header != {"schema": ENTRIES_SCHEMA, "md5": md5}:
+                    return None
+                return entries_from_doc(json.loads(handle.read()))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
-        if not isinstance(doc, dict) or doc.get("md5") != md5:
-            return None
-        try:
-            return [entry_from_dict(d) for d in doc["entries"]]
-        except (KeyError, TypeError):
-            return None
+
+    def save_entries(self, source: str, name: str, md5: str, entries: tuple[Entry, ...]) -> None:
+        """Store a list's validated entries (for fast loads), tied to the MD5 of its bytes."""
+        header = json.dumps({"schema": ENTRIES_SCHEMA, "md5": md5}, separators=(",", ":"))
+        body = json.dumps(entries_to_doc(entries), separators=(",", ":"))
+        write_atomic(self.entries_path(source, name), f"{header}\n{body}".encode())
 
     def read(self, source: str, name: str) -> bytes | None:
         """The stored bytes of a list, or None when absent."""
@@ -122,15 +130,7 @@ class ManifestStore:
         """
         if body is not None:
             write_atomic(self.path(source, record.name), body)
-            doc = {
-                "schema": META_SCHEMA,
-                "md5": record.md5,
-                "entries": [entry_to_dict(e) for e in entries],
-            }
-            write_atomic(
-                self.entries_path(source, record.name),
-                json.dumps(doc, separators=(",", ":")).encode(),
-            )
+            self.save_entries(source, record.name, record.md5, entries)
         records = self.records(source)
         records[record.name] = record
         self._write_meta(source, records)

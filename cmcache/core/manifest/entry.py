@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """One archive (zip or tar) that carries several models, each verified on its own."""
+    """One archive (zip or tar) that carries several models, each verified on its own.
+
+    Every member's Entry points at the same Bundle; the archive's sha256 names its content, so
+    two bundles compare (and hash) without walking their member lists.
+    """
 
     name: str
     url: str
     sha256: str
     size: int | None
     format: str  # zip | tar
-    members: tuple[str, ...]  # the refs it holds
+    members: tuple[str, ...] = field(compare=False)  # the refs it holds
 
 
 @dataclass(frozen=True)
@@ -47,16 +51,29 @@ class Entry:
         return self.size if self.size_exact else None
 
 
-def entry_to_dict(entry: Entry) -> dict[str, Any]:
-    """A validated entry as plain JSON data."""
-    data = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.__dict__.items()}
-    if entry.bundle is not None:
-        data["bundle"] = {**entry.bundle.__dict__, "members": list(entry.bundle.members)}
-    return data
+def entries_to_doc(entries: tuple[Entry, ...] | list[Entry]) -> dict[str, Any]:
+    """Validated entries as plain JSON data: each bundle once, its members pointing at it by
+    number (a bundle of N members stored with each member would take N² space)."""
+    bundles: dict[Bundle, int] = {}
+    rows = []
+    for entry in entries:
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.__dict__.items()}
+        if entry.bundle is not None:
+            data["bundle"] = bundles.setdefault(entry.bundle, len(bundles))
+        rows.append(data)
+    stored = [{**b.__dict__, "members": list(b.members)} for b in bundles]
+    return {"bundles": stored, "entries": rows}
 
 
-def entry_from_dict(data: dict[str, Any]) -> Entry:
-    """Rebuild an entry saved by ``entry_to_dict`` (already validated when it was synced)."""
+def entries_from_doc(doc: dict[str, Any]) -> list[Entry]:
+    """Rebuild entries saved by ``entries_to_doc`` (already validated when they were synced);
+    the members of one bundle share one Bundle again."""
+    bundles = [Bundle(**{**b, "members": tuple(b["members"])}) for b in doc["bundles"]]
+    return [_entry_from_dict(d, bundles) for d in doc["entries"]]
+
+
+def _entry_from_dict(data: dict[str, Any], bundles: list[Bundle]) -> Entry:
+    at = data.get("bundle")
     return Entry(
         folder=data["folder"],
         filename=data["filename"],
@@ -70,11 +87,5 @@ def entry_from_dict(data: dict[str, Any]) -> Entry:
         description=data.get("description", ""),
         source=data.get("source", ""),
         list_name=data.get("list_name", ""),
-        bundle=_bundle_from_dict(data.get("bundle")),
+        bundle=bundles[at] if isinstance(at, int) else None,
     )
-
-
-def _bundle_from_dict(data: Any) -> Bundle | None:
-    if not isinstance(data, dict):
-        return None
-    return Bundle(**{**data, "members": tuple(data["members"])})
