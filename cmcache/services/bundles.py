@@ -1,36 +1,59 @@
 """Bundles: one archive (zip or tar) carrying several models. It is downloaded once and
-verified, then each member is extracted to staging, verified against its own sha256 and
-placed atomically; the archive is deleted. Anything the member list does not name, absolute
-or ``..`` paths and links refuse the whole archive."""
+verified, then each member is extracted to staging (never past its listed size), verified
+against its own sha256 and placed atomically; the archive is deleted. Anything the member list
+does not name, absolute or ``..`` paths, links, a name twice, encryption or an unknown
+compression method refuse the whole archive before anything is placed."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
+import lzma
 import os
 import tarfile
 import zipfile
 import zlib
+from functools import partial
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from cmcache.core.errors import CacheError, DiskFullError, ExitCode, IntegrityError
+from cmcache.core.errors import (
+    CacheError,
+    CmcacheError,
+    DiskFullError,
+    ExitCode,
+    IntegrityError,
+)
 from cmcache.core.files import remove_quietly
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.states import PullOutcome
 from cmcache.core.targets import Outcome, Target
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.manifest.entry import Bundle
     from cmcache.services.placement import Placement
 
+    Opener = Callable[[], IO[bytes]]
+
 CHUNK = 8 << 20
 SYMLINK = 0o120000
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+# What reading a damaged archive raises (zipfile, tarfile and the decompressors under them).
+UNREADABLE = (
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def archive_target(store: ModelStore, members: list[Target]) -> Target:
@@ -74,7 +97,7 @@ def unpack(archive: Outcome, members: list[Target], placement: Placement) -> lis
         _unpack(path, bundle, members, placement, archive.seconds, done)
     except IntegrityError as exc:
         failure = (int(exc.exit_code), exc.message)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, zlib.error) as exc:
+    except UNREADABLE as exc:
         failure = (int(ExitCode.INTEGRITY), f"bundle {bundle.name}: cannot read the archive: {exc}")
     finally:
         remove_quietly(path)
@@ -102,33 +125,61 @@ def _unpack(
 ) -> None:
     """Extract, verify and place each wanted member, recording its outcome in ``done``."""
     wanted = {t.ref: t for t in members}
-    for ref, stream in _members(path, bundle):
+    for ref, stated, open_member in _members(path, bundle):
         target = wanted.get(ref)
         if target is None:
             continue  # listed in the bundle, present already: nothing to do
         try:
-            sha, size = _copy(stream, target.staging)
-            record = placement.commit(
-                target, (sha, size), target.entry.exact_size, target.entry.sha256, bundle.url
-            )
-        except (IntegrityError, CacheError) as exc:
+            done[ref] = _place(target, stated, open_member, bundle, placement, seconds)
+        except CmcacheError as exc:
             remove_quietly(target.staging)
-            text = exc.message if isinstance(exc, IntegrityError) else f"{ref}: {exc.message}"
-            done[ref] = _failed(target, f"{text} (in bundle {bundle.name})", exc.exit_code)
-            continue
-        with contextlib.suppress(CacheError):  # placed and recorded; the use time may wait
-            placement.index.record_use(target.entry.folder, target.entry.filename)
-        done[ref] = Outcome(target, PullOutcome.DOWNLOADED, record.size, seconds, sha)
+            done[ref] = _failed(target, exc.message, exc.exit_code)
 
 
-def _members(path: Path, bundle: Bundle) -> Iterator[tuple[str, IO[bytes]]]:
-    """(ref, stream) of each listed member, after checking every entry of the archive.
+def _place(
+    target: Target,
+    stated: int,
+    open_member: Opener,
+    bundle: Bundle,
+    placement: Placement,
+    seconds: float,
+) -> Outcome:
+    """Extract one member to staging (never more than its listed size), verify and place it.
 
     Raises:
-        IntegrityError: an entry is unsafe (absolute, ``..``, a link) or not in the list.
+        IntegrityError: the member is larger, damaged, or other bytes than listed.
+        CacheError: staging or the final path cannot be written.
+    """
+    size = target.entry.exact_size
+    assert size is not None  # every bundle member states its exact size
+    where = f"{target.ref} (in bundle {bundle.name})"
+    if stated != size:  # the archive's own header says so: nothing to extract
+        raise IntegrityError(f"{where}: the archive holds {stated} bytes, the list says {size}")
+    sha, written = _copy(open_member, target.staging, size, where)
+    try:
+        record = placement.commit(target, (sha, written), size, target.entry.sha256, bundle.url)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc.message} (in bundle {bundle.name})") from None
+    except CacheError as exc:  # the index cannot record it: nothing was placed
+        raise type(exc)(f"{where}: {exc.message}", hint=exc.hint) from None
+    except OSError as exc:
+        raise CacheError(f"{where}: cannot place it at {target.final}: {exc.strerror}") from None
+    with contextlib.suppress(CacheError):  # placed and recorded; the use time may wait
+        placement.index.record_use(target.entry.folder, target.entry.filename)
+    return Outcome(target, PullOutcome.DOWNLOADED, record.size, seconds, sha)
+
+
+def _members(path: Path, bundle: Bundle) -> Iterator[tuple[str, int, Opener]]:
+    """(ref, size its header states, opener) of each listed member, after checking every entry
+    of the archive.
+
+    Raises:
+        IntegrityError: an entry is unsafe (absolute, ``..``, a link), not in the list, named
+            twice, encrypted, or packed with a method cmcache cannot read.
     """
     listed = set(bundle.members)
     parents = {str(p) for ref in listed for p in PurePosixPath(ref).parents} - {"."}
+    seen: set[str] = set()
     if bundle.format == "zip":
         with zipfile.ZipFile(path) as archive:
             files = []
@@ -136,31 +187,47 @@ def _members(path: Path, bundle: Bundle) -> Iterator[tuple[str, IO[bytes]]]:
                 name = _checked(info.filename, bundle)
                 if (info.external_attr >> 16) & 0o170000 == SYMLINK:
                     raise _refused(bundle, info.filename, "is a symbolic link")
+                _once(name, seen, bundle)
                 if info.is_dir():
                     _only_parent(name, parents, bundle)
                     continue
                 _listed(name, listed, bundle)
-                files.append(info)
-            for info in files:
-                with archive.open(info) as stream:
-                    yield info.filename.rstrip("/"), stream
+                if info.flag_bits & 0x1:
+                    raise _refused(bundle, info.filename, "is encrypted")
+                if info.compress_type not in ZIP_METHODS:
+                    why = f"uses compression method {info.compress_type}, which cmcache cannot read"
+                    raise _refused(bundle, info.filename, why)
+                files.append((name, info))
+            for name, info in files:
+                yield name, info.file_size, partial(archive.open, info)
         return
     with tarfile.open(path, "r:*") as archive:
         entries = []
         for member in archive.getmembers():
             name = _checked(member.name, bundle)
+            _once(name, seen, bundle)
             if member.isdir():
                 _only_parent(name, parents, bundle)
                 continue
             if not member.isfile():
                 raise _refused(bundle, member.name, "is a link or a device, not a file")
             _listed(name, listed, bundle)
-            entries.append(member)
-        for member in entries:
-            extracted = archive.extractfile(member)
-            assert extracted is not None  # a regular file, checked above
-            with extracted:
-                yield member.name, extracted
+            entries.append((name, member))
+        for name, member in entries:
+            yield name, member.size, partial(_tar_stream, archive, member)
+
+
+def _tar_stream(archive: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    extracted = archive.extractfile(member)
+    assert extracted is not None  # a regular file, checked above
+    return extracted
+
+
+def _once(name: str, seen: set[str], bundle: Bundle) -> None:
+    """Two entries of one name: which one counts would depend on the reader."""
+    if name in seen:
+        raise _refused(bundle, name, "appears twice in the archive")
+    seen.add(name)
 
 
 def _checked(name: str, bundle: Bundle) -> str:
@@ -192,32 +259,59 @@ def _refused(bundle: Bundle, name: str, why: str) -> IntegrityError:
     return IntegrityError(f"bundle {bundle.name}: refused: {name!r} {why}")
 
 
-def _copy(stream: IO[bytes], staging: Path) -> tuple[str, int]:
-    """Write a member to its staging file; (sha256, size) of what was written.
+def _copy(open_member: Opener, staging: Path, limit: int, where: str) -> tuple[str, int]:
+    """Write a member to its staging file, stopping past ``limit`` bytes (an archive bomb
+    fills no disk); (sha256, size) of what was written. The staging file goes on any failure.
 
     Raises:
-        CacheError: the staging file cannot be written (a full disk); it is removed.
+        IntegrityError: the member holds more than ``limit`` bytes, or its data is damaged.
+        DiskFullError: the disk is full.
+        CacheError: the staging file cannot be written otherwise.
     """
     digest = hashlib.sha256()
     size = 0
     try:
         staging.parent.mkdir(parents=True, exist_ok=True)
         with staging.open("wb") as out:
-            while chunk := stream.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
+            try:
+                with open_member() as stream:
+                    while chunk := stream.read(min(CHUNK, limit + 1 - size)):
+                        size += len(chunk)
+                        if size > limit:
+                            raise IntegrityError(
+                                f"{where}: holds more than the {limit} bytes listed"
+                            )
+                        digest.update(chunk)
+                        _write(out, chunk, staging, where)
+            except CmcacheError:
+                raise
+            except UNREADABLE as exc:
+                raise IntegrityError(f"{where}: the archive's data is damaged: {exc}") from None
             out.flush()
             os.fsync(out.fileno())
+    except CmcacheError:
+        remove_quietly(staging)
+        raise
     except OSError as exc:
         remove_quietly(staging)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"the disk is full: cannot write {staging}",
-                hint="free space (`cmcache prune`), then pull again",
-            ) from None
-        raise
+        raise _write_error(exc, staging, where) from None
     except BaseException:
         remove_quietly(staging)
         raise
     return digest.hexdigest(), size
+
+
+def _write(out: IO[bytes], chunk: bytes, staging: Path, where: str) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise _write_error(exc, staging, where) from None
+
+
+def _write_error(exc: OSError, staging: Path, where: str) -> CacheError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"{where}: the disk is full: cannot write {staging}",
+            hint="free space (`cmcache prune`), then pull again",
+        )
+    return CacheError(f"{where}: cannot write {staging}: {exc.strerror or exc}")
