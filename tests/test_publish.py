@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 from conftest import Cli
@@ -111,3 +112,67 @@ def test_one_list_a_dry_run_and_bad_input(cli: Cli, tmp_path: Path) -> None:
     assert listing["models"][0]["url"].startswith("https://m.example/x/")
     index = json.loads((out / "model_versions.json").read_text())
     assert index["all"]["md5"] == hashlib.md5((out / "all.json").read_bytes()).hexdigest()
+
+
+def test_links_leaving_the_folder_are_skipped_with_a_warning(cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    make_folder(folder)
+    outside = tmp_path / "elsewhere"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.txt").write_text("AWS_SECRET=abc123")
+    (outside / "deep" / "x.safetensors").write_bytes(b"not ours")
+    (folder / "loras" / "passwd.safetensors").symlink_to("/etc/passwd")
+    (folder / "loras" / "secret.safetensors").symlink_to(outside / "secret.txt")
+    (folder / "loras" / "deep").symlink_to(outside / "deep")
+    (folder / "stolen").symlink_to(outside)
+    (folder / "loras" / "alias.safetensors").symlink_to(folder / "loras" / "a.safetensors")
+    result = cli(
+        "--json",
+        "publish",
+        str(folder),
+        "--base-url",
+        "https://m.example/x",
+        "--bundle",
+        "pack=loras/*",
+    )
+    assert result.code == 0, result.stderr
+    warned = result.json()["data"]["warnings"]
+    for name in ("loras/passwd.safetensors", "loras/secret.safetensors", "loras/deep", "stolen"):
+        assert any(str(folder / name) in w for w in warned), (name, warned)
+        assert str(folder / name) in result.stderr
+    listed = json.loads((folder / "bundles.json").read_text())["models"]
+    members = {m["filename"] for m in listed[0]["members"]}
+    assert members == {"a.safetensors", "b.safetensors", "alias.safetensors"}  # inside: kept
+    with zipfile.ZipFile(folder / "bundles" / "pack.zip") as zf:
+        assert sorted(zf.namelist()) == sorted(f"loras/{m}" for m in members)
+    every = "".join(p.read_text() for p in folder.glob("*.json"))
+    assert "stolen" not in every and "passwd" not in every and "secret" not in every
+
+
+def test_lists_written_inside_the_folder_are_never_published(cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    make_folder(folder)
+    out = folder / "loras" / "published"
+    args = ["--json", "publish", str(folder), "--base-url", "https://m.example/x"]
+    first = cli(*args, "--out", str(out), "--bundle", "pack=vae/*")
+    assert first.code == 0, first.stderr
+    again = cli(*args, "--out", str(out), "--bundle", "pack=vae/*")
+    assert {i["name"]: i["status"] for i in again.json()["data"]["lists"]} == {
+        "bundles": "unchanged",
+        "checkpoints": "unchanged",
+        "loras": "unchanged",
+    }
+    loras = json.loads((out / "loras.json").read_text())["models"]
+    assert sorted(m["filename"] for m in loras) == ["a.safetensors", "b.safetensors"]
+
+
+def test_an_unwritable_out_is_a_disk_error_naming_it(cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    make_folder(folder)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out in ("/proc/x", str(a_file / "lists")):
+        result = cli("publish", str(folder), "--base-url", "https://m.example/x", "--out", out)
+        assert result.code == 8, result.stderr
+        assert out in result.stderr
+        assert "unexpected" not in result.stderr

@@ -74,6 +74,8 @@ def publish(
             dry_run=dry_run,
             on_progress=progress.update,
         )
+    for warning in report.warnings:
+        st.out.warn(warning)
     verb = "would write" if dry_run else "wrote"
     for item in report.lists:
         st.out.line(f"{item.name}: {item.status} {item.version} ({item.files} models)".rstrip())
@@ -95,5 +97,6 @@ def publish(
             "bytes_hashed": report.bytes_hashed,
             "seconds": round(report.seconds, 3),
             "dry_run": report.dry_run,
+            "warnings": list(report.warnings),
         }
     )

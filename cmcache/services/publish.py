@@ -15,10 +15,11 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cmcache.adapters.storage.hashing import sha256_file
-from cmcache.core.errors import UsageError
+from cmcache.core.errors import CacheError, CmcacheError, UsageError
 from cmcache.core.files import remove_quietly, write_atomic
 from cmcache.core.manifest.safety import location_problem, url_problem
 from cmcache.core.names import is_plain_name
@@ -35,9 +36,9 @@ from cmcache.core.targets import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 HASH_CACHE = ".publish-cache.json"
+REPORT_EVERY = 0.2  # seconds between progress reports while hashing
 BUNDLES_LIST = "bundles"  # with --list-by folder, bundles get a list of their own
 CACHE_SCHEMA = 1
 
@@ -63,6 +64,7 @@ class PublishReport:
     seconds: float
     out: Path
     dry_run: bool
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def publish(
 
     Raises:
         UsageError: a bad directory, URL, list name or file name.
+        CacheError: a file cannot be read, or ``out`` cannot be written.
     """
     started = time.monotonic()
     if not directory.is_dir():
@@ -102,26 +105,36 @@ def publish(
         raise UsageError(f"--base-url: {problem}")
     if list_by not in ("folder", "one") or not is_plain_name(name):
         raise UsageError("--list-by is folder or one; --name must match [A-Za-z0-9_.-]+")
-    found = _walk(directory, out)
-    cache = _read_cache(out)
-    fresh = [f for f in found if cache.get(f.key, [None, None])[:2] != [f.size, f.mtime_ns]]
-    digests = {f.key: cache[f.key][2] for f in found if f not in fresh}
-    digests |= _hash_all(fresh, on_progress)
-    files = [PublishedFile(f.folder, f.filename, f.size, digests[f.key]) for f in found]
-    packed = _bundles(directory, out, files, bundles or {}, dry_run)
-    in_bundles = {(f.folder, f.filename) for b in packed for f in b.members}
-    groups: dict[str, list[PublishedFile]] = {}
-    for f in files:
-        if (f.folder, f.filename) not in in_bundles:
-            groups.setdefault(f.folder if list_by == "folder" else name, []).append(f)
-    bundle_list = BUNDLES_LIST if list_by == "folder" else name
-    if packed:
-        groups.setdefault(bundle_list, [])
-    lists = _write_lists(out, base_url, groups, {bundle_list: packed}, dry_run)
-    if not dry_run:
-        entries = {f.key: [f.size, f.mtime_ns, digests[f.key]] for f in found}
-        doc = {"schema": CACHE_SCHEMA, "files": entries}
-        write_atomic(out / HASH_CACHE, json.dumps(doc).encode())
+    warnings: list[str] = []
+    try:
+        found = _walk(directory, out, warnings.append)
+        if not dry_run:
+            _check_writable(out)
+        cache = _read_cache(out)
+        fresh = [f for f in found if cache.get(f.key, [None, None])[:2] != [f.size, f.mtime_ns]]
+        fresh_keys = {f.key for f in fresh}
+        digests = {f.key: cache[f.key][2] for f in found if f.key not in fresh_keys}
+        digests |= _hash_all(fresh, on_progress)
+        files = [PublishedFile(f.folder, f.filename, f.size, digests[f.key]) for f in found]
+        packed = _bundles(directory, out, files, bundles or {}, dry_run)
+        in_bundles = {(f.folder, f.filename) for b in packed for f in b.members}
+        groups: dict[str, list[PublishedFile]] = {}
+        for f in files:
+            if (f.folder, f.filename) not in in_bundles:
+                groups.setdefault(f.folder if list_by == "folder" else name, []).append(f)
+        bundle_list = BUNDLES_LIST if list_by == "folder" else name
+        if packed:
+            groups.setdefault(bundle_list, [])
+        lists = _write_lists(out, base_url, groups, {bundle_list: packed}, dry_run)
+        if not dry_run:
+            entries = {f.key: [f.size, f.mtime_ns, digests[f.key]] for f in found}
+            doc = {"schema": CACHE_SCHEMA, "files": entries}
+            write_atomic(out / HASH_CACHE, json.dumps(doc).encode())
+    except CmcacheError:
+        raise
+    except OSError as exc:
+        where = exc.filename or out
+        raise CacheError(f"publish: {where}: {exc.strerror or exc}") from None
     return PublishReport(
         tuple(lists),
         len(fresh),
@@ -130,28 +143,78 @@ def publish(
         time.monotonic() - started,
         out,
         dry_run,
+        tuple(warnings),
     )
 
 
-def _walk(directory: Path, out: Path) -> list[_Found]:
-    """``<folder>/<file>`` under ``directory`` (subfolders kept; hidden names and ``out``
-    skipped)."""
+def _check_writable(out: Path) -> None:
+    """Fail before hashing (which may take minutes) when ``out`` cannot take files.
+
+    Raises:
+        CacheError: it cannot be created or written to.
+    """
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise CacheError(
+            f"cannot write to {out}: {exc.strerror or exc}", hint="--out names a writable folder"
+        ) from None
+
+
+def _walk(directory: Path, out: Path, warn: Callable[[str], None]) -> list[_Found]:
+    """``<folder>/<file>`` under ``directory`` (subfolders kept). Hidden names, what
+    publishing itself writes (``out``, or ``DIR/bundles`` when ``out`` is ``DIR``) and links
+    to folders are skipped; a link whose target leaves ``directory`` is skipped with a warning,
+    a link to a file inside it is published under its own name."""
+    top = directory.resolve()
+    written = out.resolve()
+    skip = {written / "bundles"} if written == top else {written}
     found = []
-    skip = {out.resolve(), (out / "bundles").resolve()}  # what publishing itself writes
-    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
-        if folder.name.startswith(".") or folder.resolve() in skip:
+    for folder in sorted(top.iterdir()):
+        if folder.name.startswith(".") or folder in skip or not folder.is_dir():
             continue
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder)
-            if any(part.startswith(".") for part in relative.parts):
-                continue
-            filename = relative.as_posix()
-            problem = location_problem(folder.name, filename)
-            if problem:
-                raise UsageError(f"cannot publish {folder.name}/{filename}: {problem}")
-            st = path.stat()
-            found.append(_Found(folder.name, filename, path, st.st_size, st.st_mtime_ns))
-    return found
+        if folder.is_symlink():
+            _outside(folder, top, directory, warn)  # a link inside DIR: its files are there
+            continue
+        for here, dirnames, filenames in os.walk(folder):
+            base = Path(here)
+            for sub in list(dirnames):
+                path = base / sub
+                if sub.startswith(".") or path in skip or path.is_symlink():
+                    dirnames.remove(sub)
+                    if path.is_symlink():
+                        _outside(path, top, directory, warn)
+            for filename in filenames:
+                path = base / filename
+                hidden = filename.startswith(".")
+                if hidden or (path.is_symlink() and _outside(path, top, directory, warn)):
+                    continue
+                if path.is_file():  # not a broken link, a pipe or a socket
+                    found.append(_found(folder, path))
+    return sorted(found, key=lambda f: (f.folder, f.filename.split("/")))
+
+
+def _outside(link: Path, top: Path, directory: Path, warn: Callable[[str], None]) -> bool:
+    """Whether a link leads out of the published folder (then it is named in a warning)."""
+    target = link.resolve()
+    if target == top or top in target.parents:
+        return False
+    shown = directory / link.relative_to(top)
+    warn(f"skipped {shown}: a symbolic link to {target}, outside {directory}")
+    return True
+
+
+def _found(folder: Path, path: Path) -> _Found:
+    filename = path.relative_to(folder).as_posix()
+    problem = location_problem(folder.name, filename)
+    if problem:
+        raise UsageError(f"cannot publish {folder.name}/{filename}: {problem}")
+    st = path.stat()
+    return _Found(folder.name, filename, path, st.st_size, st.st_mtime_ns)
 
 
 def _read_cache(out: Path) -> dict[str, list[Any]]:
@@ -168,21 +231,22 @@ def _read_cache(out: Path) -> dict[str, list[Any]]:
 def _hash_all(
     files: list[_Found], on_progress: Callable[[list[Progress]], None] | None
 ) -> dict[str, str]:
-    """sha256 of each file, in parallel; progress reported per file as it goes."""
-    done_bytes: dict[str, int] = dict.fromkeys((f.key for f in files), 0)
+    """sha256 of each file, in parallel; progress as one item for all the files, reported at
+    most every REPORT_EVERY seconds (a report per file over every file grew as N²)."""
+    total = sum(f.size for f in files)
+    done = [0]
+    label = f"{len(files)} file{'' if len(files) == 1 else 's'}"
+    reported = [0.0]
 
-    def report() -> None:
-        if on_progress is not None:
-            on_progress(
-                [
-                    Progress(f.key, ProgressState.VERIFYING, done_bytes[f.key], f.size, 0)
-                    for f in files
-                ]
-            )
+    def report(force: bool = False) -> None:
+        now = time.monotonic()
+        if on_progress is not None and (force or now - reported[0] >= REPORT_EVERY):
+            reported[0] = now
+            on_progress([Progress(label, ProgressState.VERIFYING, done[0], total, 0)])
 
     def one(f: _Found) -> tuple[str, str]:
         def seen(n: int) -> None:
-            done_bytes[f.key] += n
+            done[0] += n  # one int, updated under the GIL; exactness is not needed for a bar
 
         return f.key, sha256_file(f.path, seen)
 
@@ -192,6 +256,8 @@ def _hash_all(
         for key, sha in pool.map(one, files):
             results[key] = sha
             report()
+    if files:
+        report(force=True)
     return results
 
 
