@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from conftest import Cli
@@ -54,3 +55,23 @@ def test_metrics_without_any_cache_yet(cli: Cli) -> None:
     result = cli("metrics")
     assert result.code == 0
     assert samples(result.stdout)[("cmcache_managed_bytes", ())] == 0
+
+
+def test_a_textfile_that_cannot_be_written_is_a_disk_error_naming_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    folder = tmp_path / "collector"
+    folder.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    places = [folder, Path("/proc/cmcache.prom"), a_file / "cmcache.prom"]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        places.append(locked / "cmcache.prom")
+    for place in places:
+        result = cli("metrics", "--textfile", str(place))
+        assert result.code == 8, (place, result.stderr)
+        assert str(place) in result.stderr and "unexpected" not in result.stderr
+    assert "name a file in it" in cli("metrics", "--textfile", str(folder)).stderr
+    assert list(folder.iterdir()) == []  # no temporary file left behind

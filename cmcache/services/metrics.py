@@ -10,6 +10,8 @@ import time
 from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.manifest_store import ManifestStore
+from cmcache.core.errors import CacheError
+from cmcache.core.files import write_atomic
 from cmcache.services.cache import existing_index
 
 if TYPE_CHECKING:
@@ -104,12 +106,24 @@ class CacheCollector:
 
 def render_metrics(settings: Settings, textfile: Path | None = None) -> bytes:
     """The metrics in Prometheus text format; with ``textfile``, also written there atomically
-    (for node_exporter's textfile collector)."""
-    from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+    (for node_exporter's textfile collector).
+
+    Raises:
+        CacheError: ``textfile`` is a folder or cannot be written (read-only, full, /proc).
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
     registry.register(CacheCollector(settings))
+    text = generate_latest(registry)
     if textfile is not None:
-        textfile.parent.mkdir(parents=True, exist_ok=True)
-        write_to_textfile(str(textfile), registry)
-    return generate_latest(registry)
+        if textfile.is_dir():
+            raise CacheError(
+                f"--textfile {textfile} is a folder",
+                hint=f"name a file in it, e.g. {textfile / 'cmcache.prom'}",
+            )
+        try:
+            write_atomic(textfile, text)
+        except OSError as exc:
+            raise CacheError(f"cannot write --textfile {textfile}: {exc.strerror or exc}") from None
+    return text
