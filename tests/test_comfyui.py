@@ -188,3 +188,47 @@ def test_extra_model_paths_count_as_present_and_are_never_managed(
     # ComfyUI reads the same file the same way.
     (listed,), _log = run_comfyui(comfy, [["list", "checkpoints"]], comfy_env(cli))
     assert {"ext.safetensors", "two.safetensors"} <= set(listed)
+
+
+def test_a_prompt_smuggling_declared_urls_fetches_nothing_from_hosts_not_allowed(
+    cli: Cli, comfy: Path, origin: Origin
+) -> None:
+    digests = publish(cli, origin, {"ok.safetensors": MiB})
+    origin.add_random("wf/evil.bin", 4096)
+    evil = {"name": "evil.ckpt", "url": origin.url("wf/evil.bin"), "directory": "loras"}
+    assert cli("comfyui", "install").code == 0
+    # What a page (or anyone who can reach /prompt) may post: a UI-format graph in "prompt".
+    smuggled = {
+        "nodes": [
+            {"id": 1, "type": "CheckpointLoaderSimple", "widgets_values": ["ok.safetensors"]},
+            {
+                "id": 2,
+                "type": "LoraLoader",
+                "widgets_values": ["evil.ckpt", 1, 1],
+                "properties": {"models": [evil]},
+            },
+        ]
+    }
+    (accepted,), _log = run_comfyui(
+        comfy, [["prompt", smuggled]], {**comfy_env(cli), "FAKE_SERVER": "1"}
+    )
+    assert accepted
+    models = comfy / "models"
+    placed = models / "checkpoints" / "ok.safetensors"
+    wait_for(placed.is_file, what="the catalog model")
+    assert digests
+    wait_for(lambda: not pulls_running(str(comfy)), what="the node's pull to end")
+    assert not (models / "loras" / "evil.ckpt").exists()
+    assert origin.requests_for("wf/evil.bin") == []
+
+
+def pulls_running(marker: str) -> bool:
+    """Whether a `cmcache … pull` whose command line mentions ``marker`` is running."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cmcache" in args and b"pull" in args and marker.encode() in args:
+            return True
+    return False

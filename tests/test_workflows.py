@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import comfyui_workflow_templates_json
+import pytest
 from conftest import Cli
 from origin import Origin
 from pulling import FAST_RETRIES, publish
@@ -95,7 +96,7 @@ def test_whole_templates_are_pulled_including_models_inside_subgraphs(
         local = tmp_path / path.name
         local.write_text(json.dumps(doc))
         files += ["--workflow", str(local)]
-    result = cli("--json", "pull", *files, timeout=300)
+    result = cli("--json", "pull", "--allow-host", "127.0.0.1", *files, timeout=300)
     rows = result.json()["data"]["results"]
     pulled = {r["ref"]: r for r in rows if r["outcome"] == "downloaded"}
     for key, sha in expected.items():
@@ -155,7 +156,7 @@ def test_a_declared_sha256_is_enforced(cli: Cli, origin: Origin) -> None:
         ],
     }
     cli.write_config(FAST_RETRIES)
-    result = cli("pull", "--workflow", "-", input=json.dumps(ui))
+    result = cli("pull", "--allow-host", "127.0.0.1", "--workflow", "-", input=json.dumps(ui))
     assert result.code == 7, result.stderr
     assert not (cli.root / "vae" / "m.safetensors").exists()
 
@@ -179,8 +180,152 @@ def test_prefetch_keeps_the_models_of_listed_workflows_present(
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "a.json").write_text(json.dumps(ui))
-    cli.write_config(f'{FAST_RETRIES}[prefetch]\nworkflows = ["{flows}/*.json"]\n')
+    cli.write_config(
+        f'{FAST_RETRIES}[prefetch]\nworkflows = ["{flows}/*.json"]\n'
+        '[comfyui]\ndownload_hosts = ["127.0.0.1"]\n'
+    )
     result = cli("prefetch")
     assert result.code == 0, result.stderr
     assert "downloaded 1" in result.stdout
     assert (cli.root / "loras" / "keep.safetensors").is_file()
+
+
+def declaring(*models: dict[str, Any]) -> str:
+    """A UI-format workflow whose LoRA loaders use ``models``, each declared on its node."""
+    nodes = [
+        {
+            "id": number,
+            "type": "LoraLoader",
+            "widgets_values": [model["name"], 1, 1],
+            "properties": {"models": [model]},
+        }
+        for number, model in enumerate(models, start=1)
+    ]
+    return json.dumps({"nodes": nodes})
+
+
+def lora(name: str, url: str, **more: str) -> dict[str, Any]:
+    return {"name": name, "url": url, "directory": "loras", **more}
+
+
+def rows_of(result: Any) -> dict[str, dict[str, Any]]:
+    return {r["ref"]: r for r in result.json()["data"]["results"]}
+
+
+def test_declared_urls_on_hosts_not_allowed_are_refused_without_any_request(
+    cli: Cli, origin: Origin
+) -> None:
+    sha = origin.add_random("wf/creds.bin", 4096)
+    creds = lora("creds.safetensors", origin.url("wf/creds.bin"), hash=sha, hash_type="SHA256")
+    refused = [
+        creds,
+        lora("named.safetensors", f"http://localhost:{origin.port}/wf/creds.bin"),
+        lora("evil.ckpt", "https://models.evil.example/evil.ckpt"),
+        lora("lookalike.safetensors", "https://huggingface.co.evil.example/a.safetensors"),
+    ]
+    hub = lora("hub.safetensors", "https://cdn-lfs.huggingface.co/repo/hub.safetensors")
+    cli.write_config(FAST_RETRIES)
+    planned = cli("--json", "pull", "--dry-run", "--workflow", "-", input=declaring(*refused, hub))
+    assert planned.code == 4
+    rows = rows_of(planned)
+    assert {ref: r["outcome"] for ref, r in rows.items()} == {
+        "loras/creds.safetensors": "refused",
+        "loras/named.safetensors": "refused",
+        "loras/evil.ckpt": "refused",
+        "loras/lookalike.safetensors": "refused",
+        "loras/hub.safetensors": "planned",  # a subdomain of an allowed host
+    }
+    assert "127.0.0.1 is a loopback address" in rows["loras/creds.safetensors"]["reason"]
+    assert "localhost is a loopback name" in rows["loras/named.safetensors"]["reason"]
+    assert "--allow-host models.evil.example" in rows["loras/evil.ckpt"]["reason"]
+    pulled = cli("pull", "--workflow", "-", input=declaring(*refused))
+    assert pulled.code == 4 and "refused" in pulled.stderr
+    assert origin.log == []  # not even a HEAD
+    assert not (cli.root / "loras").exists()
+    # The user's own word opens a host: for one command, or in the config.
+    allowed = cli("pull", "--allow-host", "127.0.0.1", "--workflow", "-", input=declaring(creds))
+    assert allowed.code == 0, allowed.stderr
+    assert (cli.root / "loras" / "creds.safetensors").is_file()
+    cli.write_config(FAST_RETRIES + '[comfyui]\ndownload_hosts = ["127.0.0.1"]\n')
+    other = declaring(lora("other.safetensors", origin.url("wf/creds.bin")))
+    assert cli("pull", "--workflow", "-", input=other).code == 0
+    bad_host = cli("pull", "--allow-host", "https://x.example/", "--workflow", "-", input=other)
+    assert bad_host.code == 2
+    cli.write_config('[comfyui]\ndownload_hosts = ["https://huggingface.co"]\n')
+    assert cli("pull", "--workflow", "-", input=other).code == 3
+    # A catalog's own URLs are trusted as before: the allow-list is for what workflows declare.
+    publish(cli, origin, {"listed.safetensors": 2048}, folder="loras")
+    listed = declaring(lora("listed.safetensors", "https://elsewhere.example/listed.safetensors"))
+    assert cli("pull", "--workflow", "-", input=listed).code == 0
+    assert (cli.root / "loras" / "listed.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("declared", "why"),
+    [
+        ({"hash": "abc123", "hash_type": "SHA256"}, "is not a SHA256 (64 hex digits)"),
+        ({"hash": "ab" * 32, "hash_type": "sha-256"}, "hash_type 'sha-256' is not SHA256"),
+        ({"hash": "ab" * 32, "hash_type": "md5"}, "hash_type 'md5' is not SHA256"),
+    ],
+)
+def test_a_declared_hash_that_cannot_be_verified_refuses_the_model(
+    cli: Cli, origin: Origin, declared: dict[str, str], why: str
+) -> None:
+    origin.add_random("wf/m.bin", 4096)
+    flow = declaring(lora("m.safetensors", origin.url("wf/m.bin"), **declared))
+    result = cli("--json", "pull", "--allow-host", "127.0.0.1", "--workflow", "-", input=flow)
+    assert result.code == 4
+    (row,) = result.json()["data"]["results"]
+    assert row["outcome"] == "refused" and why in row["reason"]
+    assert origin.log == []
+    assert not (cli.root / "loras" / "m.safetensors").exists()
+
+
+def test_the_hash_type_is_read_in_any_case(cli: Cli, origin: Origin) -> None:
+    sha = origin.add_random("wf/m.bin", 4096)
+    model = lora("m.safetensors", origin.url("wf/m.bin"), hash=sha.upper(), hash_type="sha256")
+    flow = declaring(model)
+    cli.write_config(FAST_RETRIES)
+    result = cli("--json", "pull", "--allow-host", "127.0.0.1", "--workflow", "-", input=flow)
+    assert result.code == 0, result.stderr
+    assert result.json()["data"]["results"][0]["sha256"] == sha
+
+
+@pytest.mark.parametrize(
+    ("doc", "why"),
+    [
+        ({"nodes": [], "definitions": []}, "'definitions' must be an object"),
+        ({"nodes": [], "definitions": {"subgraphs": {}}}, "'definitions.subgraphs' must be a list"),
+        ({"nodes": [], "definitions": {"subgraphs": [{"nodes": 5}]}}, "'nodes' must be a list"),
+    ],
+)
+def test_a_workflow_of_the_wrong_shape_is_a_manifest_error(
+    cli: Cli, doc: dict[str, Any], why: str
+) -> None:
+    result = cli("pull", "--workflow", "-", input=json.dumps(doc))
+    assert result.code == 4, result.stderr
+    assert why in result.stderr and "unexpected" not in result.stderr
+
+
+def test_prefetch_skips_a_broken_workflow_and_refuses_hosts_not_allowed(
+    cli: Cli, origin: Origin, tmp_path: Path
+) -> None:
+    sha = origin.add_random("wf/keep.bin", 8192)
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    keep = lora("keep.safetensors", origin.url("wf/keep.bin"), hash=sha, hash_type="SHA256")
+    (flows / "a.json").write_text(declaring(keep))
+    (flows / "b.json").write_text("{ not json")
+    (flows / "c.json").write_text(json.dumps({"nodes": [], "definitions": []}))
+    (flows / "d.json").write_text(declaring(lora("far.safetensors", "http://10.1.2.3/far.bin")))
+    cli.write_config(
+        f'{FAST_RETRIES}[prefetch]\nworkflows = ["{flows}/*.json"]\n'
+        '[comfyui]\ndownload_hosts = ["127.0.0.1"]\n'
+    )
+    result = cli("prefetch")
+    assert result.code == 0, result.stderr
+    assert (cli.root / "loras" / "keep.safetensors").is_file()
+    assert f"skipped {flows / 'b.json'}" in result.stderr
+    assert f"skipped {flows / 'c.json'}" in result.stderr
+    assert "10.1.2.3 is a private address" in result.stderr
+    assert not (cli.root / "loras" / "far.safetensors").exists()

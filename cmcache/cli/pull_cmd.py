@@ -48,12 +48,13 @@ def _unknown_row(u: Unknown) -> dict[str, Any]:
         "folder": u.folder,
         "filename": u.filename,
         "path": None,
-        "outcome": "unknown",
+        "outcome": str(u.outcome),
         "bytes": 0,
         "seconds": 0,
         "sha256": None,
         "workflow": u.workflow,
         "candidates": list(u.candidates),
+        "reason": u.reason,
     }
 
 
@@ -103,6 +104,14 @@ def pull(
         bool, typer.Option("--dry-run", help="Show what would be downloaded.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Download even if present.")] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="HOST",
+            help="Also fetch a workflow's declared models from HOST (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Download models, verify them and place them atomically."""
     from cmcache.cli.progress import outcome_line
@@ -134,10 +143,10 @@ def pull(
     if find and not flows:
         raise UsageError("--find looks for what a workflow names: give --workflow FILE")
     settings = st.settings()
-    request = PullRequest(named, flows, folder, name, find)
+    request = PullRequest(named, flows, folder, name, find, tuple(allow_host or ()))
     targets, unknown = pull_request(settings, request, on_note=out.warn)
     for u in unknown:
-        out.error(f"{u.ref} (named by {u.workflow}): {u.reason}")
+        out.error(f"{u.ref} (in {u.workflow}): {u.reason}")
         for line in u.candidates:
             out.error(f"  {line}")
     with open_cache_for_reading(settings) as cache:
@@ -153,7 +162,7 @@ def pull(
     code = worst_exit_code([o.code for o in failed] + [ExitCode.MANIFEST] * len(unknown))
     total = len(report.outcomes) + len(unknown)
     if errors and total > 1:
-        out.error(f"{len(errors)} of {total} models failed or are unknown")
+        out.error(f"{len(errors)} of {total} models failed, are unknown or were refused")
     out.finish(
         {"results": [_row(o) for o in report.outcomes] + [_unknown_row(u) for u in unknown]},
         errors=errors,

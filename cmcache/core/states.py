@@ -32,6 +32,7 @@ class PullOutcome(_Names):
     PLANNED = "planned"  # --dry-run
     QUEUED = "queued"  # --detach
     UNKNOWN = "unknown"  # a workflow names it; nothing can supply it
+    REFUSED = "refused"  # a workflow declares it; its host, name or hash is not accepted
 
     @property
     def ok(self) -> bool:

@@ -37,12 +37,14 @@ LOADERS: dict[str, tuple[tuple[str, str, int], ...]] = {
 
 @dataclass(frozen=True)
 class Declared:
-    """A model a workflow declares: where it goes and where to fetch it."""
+    """A model a workflow declares: where it goes and where to fetch it. ``problem`` says why
+    its declaration cannot be trusted (a hash that is not a SHA256): it is never fetched."""
 
     folder: str
     name: str
     url: str
     sha256: str | None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,7 @@ def read_workflow(doc: Any, label: str) -> Needs:
     declared: list[Declared] = []
     if isinstance(doc.get("nodes"), list):
         _read_declared(doc.get("models"), declared)
-        subgraphs = (doc.get("definitions") or {}).get("subgraphs") or []
-        graphs = [doc, *(g for g in subgraphs if isinstance(g, dict))]
-        for graph in graphs:
+        for graph in [doc, *_subgraphs(doc, label)]:
             for node in graph.get("nodes") or []:
                 if isinstance(node, dict):
                     _read_ui_node(node, named, declared)
@@ -86,6 +86,37 @@ def read_workflow(doc: Any, label: str) -> Needs:
     unique_named = tuple(dict.fromkeys(named))
     unique_declared = tuple({(d.folder, d.name): d for d in declared}.values())
     return Needs(unique_named, unique_declared)
+
+
+def _subgraphs(doc: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """The subgraphs of a UI-format workflow (``definitions.subgraphs``).
+
+    Raises:
+        ManifestError: ``definitions``, ``subgraphs`` or a subgraph's ``nodes`` has the wrong
+            shape.
+    """
+    definitions = doc.get("definitions")
+    if definitions is None:
+        return []
+    if not isinstance(definitions, dict):
+        raise ManifestError(f"{label}: 'definitions' must be an object, got {_kind(definitions)}")
+    subgraphs = definitions.get("subgraphs")
+    if subgraphs is None:
+        return []
+    if not isinstance(subgraphs, list):
+        raise ManifestError(
+            f"{label}: 'definitions.subgraphs' must be a list, got {_kind(subgraphs)}"
+        )
+    graphs = [g for g in subgraphs if isinstance(g, dict)]
+    for number, graph in enumerate(graphs, start=1):
+        if not isinstance(graph.get("nodes") or [], list):
+            raise ManifestError(f"{label}: subgraph #{number}: 'nodes' must be a list")
+    return graphs
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", str: "a string", dict: "an object"}
+    return next((n for t, n in names.items() if isinstance(value, t)), repr(value))
 
 
 def _read_ui_node(node: dict[str, Any], named: list[tuple[str, str]], out: list[Declared]) -> None:
@@ -112,8 +143,18 @@ def _read_declared(models: Any, out: list[Declared]) -> None:
         name, url, directory = model.get("name"), model.get("url"), model.get("directory")
         if not (isinstance(name, str) and isinstance(url, str) and isinstance(directory, str)):
             continue
-        digest = model.get("hash")
-        sha = None
-        if str(model.get("hash_type", "")).upper() == "SHA256" and isinstance(digest, str):
-            sha = digest.lower() if SHA256_RE.match(digest) else None
-        out.append(Declared(modern_folder(directory), name, url, sha))
+        sha, problem = _declared_sha256(model.get("hash"), model.get("hash_type"))
+        out.append(Declared(modern_folder(directory), name, url, sha, problem))
+
+
+def _declared_sha256(digest: Any, kind: Any) -> tuple[str | None, str | None]:
+    """(sha256, problem) of a declaration's ``hash``/``hash_type``. ComfyUI writes
+    ``hash_type: "SHA256"`` (any case is read); a hash without a type is read as SHA256. A
+    hash that cannot be verified is a problem, never silently dropped."""
+    if digest is None or digest == "":
+        return None, None
+    if kind not in (None, "") and (not isinstance(kind, str) or kind.upper() != "SHA256"):
+        return None, f"its hash_type {kind!r} is not SHA256, the one cmcache verifies"
+    if not isinstance(digest, str) or not SHA256_RE.match(digest):
+        return None, f"its hash {digest!r} is not a SHA256 (64 hex digits)"
+    return digest.lower(), None

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cmcache.core.manifest.entry import Entry
     from cmcache.core.settings.model import PrefetchSettings, Settings
     from cmcache.services.cache import Cache
+    from cmcache.services.workflow import Unknown
 
 
 def wanted_entries(
@@ -59,7 +60,8 @@ def wanted_entries(
 def workflow_entries(
     settings: Settings, catalog: Catalog, store: ModelStore
 ) -> tuple[list[Entry], list[str]]:
-    """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies."""
+    """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies, for
+    a declared model that is refused, and for a file that cannot be read (the others count)."""
     from cmcache.services.workflow import plan_workflows
 
     base = settings.paths.config_file.parent
@@ -69,14 +71,26 @@ def workflow_entries(
         pattern_path = expanded if expanded.is_absolute() else base / expanded
         found = sorted(glob.glob(str(pattern_path)))  # noqa: PTH207 - a user's absolute glob
         files += [Path(f) for f in found]
-    if not files:
-        return [], []
-    try:
-        plan = plan_workflows(catalog, store, [(str(f), f.read_bytes()) for f in files])
-    except (ManifestError, OSError) as exc:
-        return [], [f"[prefetch].workflows: {exc}"]
-    warnings = [f"[prefetch].workflows: {u.ref} ({u.workflow}): {u.reason}" for u in plan.unknown]
-    return [t.entry for t in plan.targets], warnings
+    policy = settings.download_policy()
+    entries: dict[str, Entry] = {}
+    unknown: list[Unknown] = []
+    warnings: list[str] = []
+    for file in dict.fromkeys(files):  # one at a time: a broken file costs only its own models
+        try:
+            plan = plan_workflows(catalog, store, [(str(file), file.read_bytes())], policy=policy)
+        except ManifestError as exc:
+            warnings.append(f"[prefetch].workflows: skipped {exc.message}")
+            continue
+        except OSError as exc:
+            warnings.append(f"[prefetch].workflows: skipped {file}: {exc.strerror or exc}")
+            continue
+        for target in plan.targets:
+            entries.setdefault(target.ref, target.entry)
+        unknown += plan.unknown
+    for u in unknown:
+        if u.ref not in entries:  # another workflow supplies it
+            warnings.append(f"[prefetch].workflows: {u.ref} ({u.workflow}): {u.reason}")
+    return list(entries.values()), warnings
 
 
 @dataclass(frozen=True)

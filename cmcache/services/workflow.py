@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.manifest.safety import location_problem, model_url_problem
-from cmcache.core.workflow import Declared, read_workflow
+from cmcache.core.states import PullOutcome
+from cmcache.core.urls import redact
+from cmcache.core.workflow import Declared, Needs, read_workflow
 
 if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
+    from cmcache.core.hosts import HostPolicy
     from cmcache.core.targets import Target
 
 WORKFLOW_SOURCE = "workflow"
@@ -21,7 +24,9 @@ WORKFLOW_SOURCE = "workflow"
 
 @dataclass(frozen=True)
 class Unknown:
-    """A model a workflow names that no catalog and no declaration can supply."""
+    """A model a workflow names that no catalog and no declaration can supply; ``refused``
+    when the workflow declares it but cmcache will not fetch it (a host not allowed, an unsafe
+    name, a hash it cannot verify)."""
 
     workflow: str
     folder: str
@@ -29,11 +34,17 @@ class Unknown:
     reason: str
     sha256: str | None = None  # the workflow's declared hash, when it gives one
     candidates: tuple[str, ...] = ()  # what `--find` found when it is not one file
+    refused: bool = False
 
     @property
     def ref(self) -> str:
         """``folder/filename``."""
         return f"{self.folder}/{self.filename}"
+
+    @property
+    def outcome(self) -> PullOutcome:
+        """``unknown`` or ``refused``."""
+        return PullOutcome.REFUSED if self.refused else PullOutcome.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,10 @@ class WorkflowPlan:
 
 
 def plan_workflows(
-    catalog: Catalog, store: ModelStore, workflows: list[tuple[str, bytes]]
+    catalog: Catalog, store: ModelStore, workflows: list[tuple[str, bytes]], *, policy: HostPolicy
 ) -> WorkflowPlan:
-    """Targets for every model the workflows (label, JSON bytes) name or declare.
+    """Targets for every model the workflows (label, JSON bytes) name or declare. A declared
+    model no catalog lists is fetched from its URL only when ``policy`` allows the URL's host.
 
     Raises:
         ManifestError: a workflow is not JSON or not a workflow.
@@ -55,19 +67,28 @@ def plan_workflows(
     entries: dict[str, Entry] = {}
     unknown: dict[str, Unknown] = {}
     for label, data in workflows:
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ManifestError(f"{label}: not a JSON workflow: {exc}") from None
-        needs = read_workflow(doc, label)
+        needs = read_workflow_bytes(label, data)
         declared = {(d.folder, _posix(d.name)): d for d in needs.declared}
         for d in needs.declared:
-            _take(catalog, label, d.folder, d.name, d, entries, unknown)
+            _take(catalog, policy, label, d.folder, d.name, d, entries, unknown)
         for folder, name in needs.named:
             found = declared.get((folder, _posix(name)))
-            _take(catalog, label, folder, name, found, entries, unknown)
+            _take(catalog, policy, label, folder, name, found, entries, unknown)
     targets = tuple(store.target(e) for e in entries.values())
     return WorkflowPlan(targets, tuple(u for ref, u in unknown.items() if ref not in entries))
+
+
+def read_workflow_bytes(label: str, data: bytes) -> Needs:
+    """What one workflow file needs.
+
+    Raises:
+        ManifestError: it is not JSON or not a workflow.
+    """
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ManifestError(f"{label}: not a JSON workflow: {exc}") from None
+    return read_workflow(doc, label)
 
 
 def _posix(name: str) -> str:
@@ -77,6 +98,7 @@ def _posix(name: str) -> str:
 
 def _take(
     catalog: Catalog,
+    policy: HostPolicy,
     label: str,
     folder: str,
     name: str,
@@ -85,15 +107,24 @@ def _take(
     unknown: dict[str, Unknown],
 ) -> None:
     """Add the catalog entry for ``folder/name``, else the workflow's own declaration."""
-    filename = name.replace("\\", "/")  # widgets saved on Windows name subfolders with '\'
+    filename = _posix(name)
     ref = f"{folder}/{filename}"
     if ref in entries:
         return
     entry = catalog.get(ref)
     if entry is None and declared is not None:
-        problem = location_problem(folder, filename) or model_url_problem(declared.url)
+        problem = (
+            location_problem(folder, filename)
+            or model_url_problem(declared.url)
+            or policy.refusal(declared.url)
+            or declared.problem
+        )
         if problem:
-            unknown.setdefault(ref, Unknown(label, folder, filename, problem, declared.sha256))
+            reason = problem if problem.startswith("refused") else f"refused: {problem}"
+            reason = reason.replace(declared.url, redact(declared.url))
+            unknown[ref] = Unknown(
+                label, folder, filename, reason, declared.sha256, refused=True
+            )
             return
         entry = Entry(
             folder, filename, (declared.url,), sha256=declared.sha256, source=WORKFLOW_SOURCE

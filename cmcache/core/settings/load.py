@@ -187,7 +187,7 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
         sources=sources,
         auth=_parse_auth(raw["auth"], origin) if "auth" in raw else {},
         prefetch=PrefetchSettings(**section("prefetch")),
-        comfyui=ComfyUISettings(comfy_path, extra),
+        comfyui=ComfyUISettings(comfy_path, extra, comfyui["download_hosts"]),
         cluster=ClusterSettings(**section("cluster")),
         endpoints=Endpoints(section("huggingface")["endpoint"], section("civitai")["endpoint"]),
     )

@@ -6,11 +6,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+from cmcache.core.hosts import DEFAULT_DOWNLOAD_HOSTS, HostPolicy, normal_host
 from cmcache.core.sourcerefs import CIVITAI_HOSTS, HF_HOSTS, Endpoints
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from pathlib import Path
 
 APP = "cmcache"
@@ -82,10 +84,12 @@ class PrefetchSettings:
 
 @dataclass(frozen=True)
 class ComfyUISettings:
-    """``[comfyui]``: where ComfyUI is, and the extra model path files it reads."""
+    """``[comfyui]``: where ComfyUI is, the extra model path files it reads, and the hosts a
+    workflow's declared models may come from."""
 
     path: Path | None
     extra_model_paths: tuple[Path, ...]
+    download_hosts: tuple[str, ...] = DEFAULT_DOWNLOAD_HOSTS
 
     @property
     def yaml_files(self) -> tuple[Path, ...]:
@@ -141,6 +145,13 @@ class Settings:
     cluster: ClusterSettings
     endpoints: Endpoints = field(default_factory=Endpoints)
 
+    def download_policy(self, extra: Iterable[str] = ()) -> HostPolicy:
+        """The hosts a workflow's declared URLs may use: ``[comfyui] download_hosts``, the
+        hosts of the configured sources (the user chose them) and ``extra`` (``--allow-host``)."""
+        sources = (_host_of(s.index or s.url or "") for s in self.sources)
+        hosts = (*self.comfyui.download_hosts, *(h for h in sources if h), *extra)
+        return HostPolicy(tuple(dict.fromkeys(normal_host(h) for h in hosts)))
+
     def token_for(self, host: str) -> str | None:
         """The token to send to exactly ``host`` (``host[:port]``), resolving ``env:NAME``.
 
@@ -162,3 +173,11 @@ class Settings:
         if spec.startswith("env:"):
             return os.environ.get(spec[4:]) or None
         return spec
+
+
+def _host_of(url: str) -> str | None:
+    """The host of a source's URL (None for a path or a file:// URL)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None

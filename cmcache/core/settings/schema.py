@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cmcache.core.errors import ConfigError
+from cmcache.core.hosts import DEFAULT_DOWNLOAD_HOSTS, host_problem, normal_host
 from cmcache.core.sizes import parse_size
 from cmcache.core.sourcerefs import DEFAULT_CIVITAI, DEFAULT_HF, endpoint_problem
 
@@ -145,6 +146,15 @@ def _string_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _host_list(value: Any, where: str) -> tuple[str, ...]:
+    hosts = _string_list(value, where)
+    for host in hosts:
+        problem = host_problem(host)
+        if problem:
+            raise ConfigError(f"{where}: {host!r} {problem}")
+    return tuple(normal_host(h) for h in hosts)
+
+
 @dataclass(frozen=True)
 class Key:
     """One config key. ``default`` None: unset unless given (the starter shows ``example``)."""
@@ -200,6 +210,11 @@ KEYS: dict[str, dict[str, Key]] = {
             _root, None, "the ComfyUI install (env CMCACHE_COMFYUI, flag --comfyui)", "/srv/ComfyUI"
         ),
         "extra_model_paths": Key(_string_list, [], "more extra_model_paths.yaml files to read"),
+        "download_hosts": Key(
+            _host_list,
+            list(DEFAULT_DOWNLOAD_HOSTS),
+            "hosts (and their subdomains) a workflow's declared models may come from",
+        ),
     },
     "cluster": {
         "redis": Key(_redis, "", 'redis://host:6379/0 (env CMCACHE_REDIS); "" = no cluster'),
