@@ -224,8 +224,10 @@ def test_declared_urls_on_hosts_not_allowed_are_refused_without_any_request(
         lora("lookalike.safetensors", "https://huggingface.co.evil.example/a.safetensors"),
     ]
     hub = lora("hub.safetensors", "https://cdn-lfs.huggingface.co/repo/hub.safetensors")
+    hf_ref = lora("ref.safetensors", "hf:owner/repo/ref.safetensors")  # names huggingface.co
     cli.write_config(FAST_RETRIES)
-    planned = cli("--json", "pull", "--dry-run", "--workflow", "-", input=declaring(*refused, hub))
+    flow = declaring(*refused, hub, hf_ref)
+    planned = cli("--json", "pull", "--dry-run", "--workflow", "-", input=flow)
     assert planned.code == 4
     rows = rows_of(planned)
     assert {ref: r["outcome"] for ref, r in rows.items()} == {
@@ -234,6 +236,7 @@ def test_declared_urls_on_hosts_not_allowed_are_refused_without_any_request(
         "loras/evil.ckpt": "refused",
         "loras/lookalike.safetensors": "refused",
         "loras/hub.safetensors": "planned",  # a subdomain of an allowed host
+        "loras/ref.safetensors": "planned",
     }
     assert "127.0.0.1 is a loopback address" in rows["loras/creds.safetensors"]["reason"]
     assert "localhost is a loopback name" in rows["loras/named.safetensors"]["reason"]
