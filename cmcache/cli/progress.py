@@ -141,8 +141,12 @@ class PullProgress:
         pct = f" ({100 * done / total:.0f}%)" if total else ""
         eta = f", {max(0, total - done) / speed:.0f}s left" if speed and total else ""
         files = f"{len(busy)} file{'' if len(busy) == 1 else 's'}"
+        if all(i.state == ProgressState.VERIFYING for i in busy):
+            what = f"hashing {busy[0].ref if len(busy) == 1 else files}"
+        else:
+            what = f"downloading {files}"
         self.out.info(
-            f"downloading {files}: {format_size(done)} of {format_size(total or None)}{pct}, "
+            f"{what}: {format_size(done)} of {format_size(total or None)}{pct}, "
             f"{format_size(speed)}/s{eta}"
         )
 

@@ -25,7 +25,7 @@ from cmcache.core.pieces import CHECKING, GONE, Growing
 from cmcache.core.states import TransferStatus
 from cmcache.services.cache import open_cache
 from cmcache.services.cluster import registry_for
-from cmcache.services.placement import hash_file, unchanged
+from cmcache.services.placement import hash_file, trusted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -101,7 +101,7 @@ class _Node:
         except ManifestError:
             return None  # traversal, or outside root
         record = self.cache.index.get_file(folder, filename)
-        if record is None or not unchanged(record, path):
+        if record is None or not trusted(self.cache.index, record, path):
             return None  # not managed, changed since it was verified, or failed a check
         return path
 

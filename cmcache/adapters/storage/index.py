@@ -25,7 +25,7 @@ FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no finger
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
     "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
-    "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
+    "p.folder IS NOT NULL, j.folder IS NOT NULL, f.inode FROM files f "
     "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
     "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
 )
@@ -96,6 +96,7 @@ class ManagedFile(NamedTuple):
     last_used: float
     pinned: bool
     queued: bool
+    inode: int  # hard links (`dedupe`) share it: their bytes count once
 
 
 @dataclass(frozen=True)
@@ -278,11 +279,19 @@ class Index:
         return ManagedFile(*row) if row else None
 
     def usage(self) -> tuple[int, int]:
-        """(number of managed files, their bytes), counted by the database."""
+        """(number of managed files, their bytes), counted by the database; hard links of one
+        inode count their bytes once (inode 0: not known, counted on its own)."""
         row = self._db.execute(
-            "SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files"
+            "SELECT (SELECT count(*) FROM files) AS n, coalesce(sum(size), 0) AS b FROM ("
+            "SELECT size FROM files WHERE inode = 0 UNION ALL "
+            "SELECT size FROM files WHERE inode != 0 GROUP BY inode, size)"
         ).fetchone()
         return int(row["n"]), int(row["b"])
+
+    def last_uses(self) -> dict[tuple[str, str], float]:
+        """(folder, filename) → the last recorded use, for every model ever used."""
+        rows = self._db.execute("SELECT folder, filename, last_used FROM usage")
+        return {(r["folder"], r["filename"]): float(r["last_used"]) for r in rows}
 
     # ------------------------------------------------------------ pins
 
