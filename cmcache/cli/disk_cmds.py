@@ -36,7 +36,7 @@ def du(
     for state_name, size in usage.states.items():
         note = "outside root, not in the total" if state_name == DiskState.EXTERNAL else ""
         rows.append([str(state_name), format_size(size), note])
-    st.out.table(["state", "bytes", ""], rows)
+    st.out.table(["state", "bytes", "note"], rows)
     folders = sorted(usage.folders.items(), key=lambda kv: (-kv[1], kv[0]))
     st.out.table(["folder", "bytes"], [[name, format_size(size)] for name, size in folders])
     if usage.budget is not None:

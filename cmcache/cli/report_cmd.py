@@ -20,6 +20,12 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
 
 
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    """A section's rows, if it has any."""
+    if rows:
+        state().out.table(columns, rows)
+
+
 def _workflow(w: WorkflowNeeds) -> dict[str, object]:
     data: dict[str, object] = {
         "workflow": w.workflow,
@@ -61,28 +67,31 @@ def report(
     out = st.out
     days = f"{found.unused_days:g}"
     out.line(f"unused managed models (no use in {days} days, or never): {len(found.unused)}")
-    out.table(
-        ["ref", "bytes", "last used", ""],
+    _table(
+        ["ref", "bytes", "last used", "note"],
         [
             [u.ref, format_size(u.bytes), _when(u.last_used), "pinned" if u.pinned else ""]
             for u in found.unused
         ],
     )
     out.line(f"unmanaged files no catalog knows: {len(found.unknown)}")
-    out.table(["path", "bytes"], [[h.path, format_size(h.bytes)] for h in found.unknown])
+    _table(["path", "bytes"], [[h.path, format_size(h.bytes)] for h in found.unknown])
     out.line(f"duplicates (the same bytes at several paths): {len(found.duplicates)}")
-    out.table(
-        ["sha256", "bytes", "dedupe frees", "paths"],
+    _table(
+        ["sha256", "bytes", "dedupe frees", "path"],
         [
-            [d.sha256[:12], format_size(d.bytes), format_size(d.reclaimable), " ".join(d.paths)]
+            [d.sha256[:12], format_size(d.bytes), format_size(d.reclaimable), path]
+            if at == 0
+            else ["", "", "", path]
             for d in found.duplicates
+            for at, path in enumerate(d.paths)
         ],
     )
     out.line(f"partial downloads with no live job: {len(found.partials)}")
-    out.table(["path", "bytes"], [[h.path, format_size(h.bytes)] for h in found.partials])
+    _table(["path", "bytes"], [[h.path, format_size(h.bytes)] for h in found.partials])
     if found.workflows:
         out.line(f"prefetch workflows: {len(found.workflows)}")
-        out.table(
+        _table(
             ["workflow", "models", "missing"],
             [
                 [w.workflow, str(len(w.references)), w.problem or ", ".join(w.missing) or "none"]

@@ -189,7 +189,7 @@ def _hash_unmanaged(
             continue  # gone or unreadable since the walk: left unknown
         hashed += 1
         for at in ats:
-            names[at] = replace(names[at], sha256=sha)
+            names[at] = names[at]._replace(sha256=sha)
             hashes.put(names[at].rel, names[at].found.fingerprint, sha)
     return replace(survey, names=tuple(names)), hashed, total
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cmcache.adapters.storage.model_store import CACHE_DIR
 from cmcache.adapters.storage.tree import Found, walk
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
 
 
-@dataclass(frozen=True)
-class Name:
-    """One file under root (outside ``.cmcache``) and what cmcache knows of it."""
+class Name(NamedTuple):
+    """One file under root (outside ``.cmcache``) and what cmcache knows of it (a tuple:
+    there is one per file, and roots hold tens of thousands)."""
 
     found: Found
     record: FileRecord | None  # its managed record, while the bytes are the verified ones
@@ -44,8 +44,11 @@ class Name:
     def state(self) -> DiskState:
         """Pinned, managed or unmanaged."""
         if self.record is None:
-            return DiskState.UNMANAGED
-        return DiskState.PINNED if self.pinned else DiskState.MANAGED
+            return _UNMANAGED
+        return _PINNED if self.pinned else _MANAGED
+
+
+_UNMANAGED, _MANAGED, _PINNED = DiskState.UNMANAGED, DiskState.MANAGED, DiskState.PINNED
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ _MANAGED = (
     "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
 )
 
+_FILES = (  # FileRecord's fields, in order
+    "SELECT folder, filename, size, sha256, mtime_ns, inode, source, url, added FROM files "
+    "ORDER BY folder, filename"
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -233,7 +238,9 @@ class Index:
 
     def files(self) -> list[FileRecord]:
         """Every managed file."""
-        return [_file(r) for r in self._db.execute("SELECT * FROM files ORDER BY folder, filename")]
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # plain tuples: this runs over every file of large caches
+        return [FileRecord(*row) for row in cursor.execute(_FILES)]
 
     def forget_file(self, folder: str, filename: str) -> None:
         """Drop a file's record (after it is gone)."""
