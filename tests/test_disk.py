@@ -123,9 +123,9 @@ def build(cli: Cli, tmp_path: Path) -> Library:
     scanned = cli("--json", "scan")
     assert scanned.code == 0, scanned.stderr
     assert len(scanned.json()["data"]["adopted"]) == 6
-    assert cli("pin", "text_encoders/clip_l.safetensors").code == 0
     now = time.time()
     index = Index(root / ".cmcache" / "index.sqlite3")
+    index.pin("text_encoders", "clip_l.safetensors")
     for ref, days in [("base", 1), ("old", 200), ("sd15", 2)]:
         index.record_use("checkpoints", f"{ref}.safetensors", at=now - days * DAY)
     index.record_use("text_encoders", "clip_l.safetensors", at=now - 100 * DAY)

@@ -73,15 +73,18 @@ def disk_usage(settings: Settings, folder: str | None = None) -> DiskUsage:
     state_of: dict[Inode, DiskState] = {}
     folder_of: dict[Inode, str] = {}
     size_of: dict[Inode, int] = {}
-    for name in survey.names:
-        inode, state = name.found.inode, name.state
-        size_of[inode] = name.found.size
-        stronger = inode not in state_of or _RANK[state] > _RANK[state_of[inode]]
+    for name in survey.names:  # runs over every file: plain locals, no repeated lookups
+        f = name.found
+        inode, state, where = (f.dev, f.ino), name.state, name.folder
+        size_of[inode] = f.size
+        had = state_of.get(inode)
+        stronger = had is None or _RANK[state] > _RANK[had]
         if stronger:
             state_of[inode] = state
-        in_wanted = wanted is None or name.folder in wanted
-        if in_wanted and (inode not in folder_of or (stronger and wanted is None)):
-            folder_of[inode] = name.folder
+        if (wanted is None and stronger) or (
+            wanted is not None and where in wanted and inode not in folder_of
+        ):
+            folder_of[inode] = where
     states = dict.fromkeys(DiskState, 0)
     folders: dict[str, int] = {}
     for inode, where in folder_of.items():

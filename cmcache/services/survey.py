@@ -72,33 +72,32 @@ def look(store: ModelStore, index: Index | None, hashes: HashCache | None = None
     records = index.files() if index is not None else []
     pins = index.pinned() if index is not None else set()
     by_rel = {f"{store.disk_folder(r.folder)}/{r.filename}": r for r in records}
-    files = walk(store.root, skip={CACHE_DIR})
     verified: dict[tuple[int, int, int], str | None] = {}  # fingerprint → sha256
-    for f in files:
-        r = by_rel.get(f.rel)
-        if r is not None and (r.size, r.mtime_ns, r.inode) == f.fingerprint:
-            verified[f.fingerprint] = r.sha256
     by_inode: dict[tuple[int, int], str] = {}
     names: list[Name] = []
-    relinked: list[tuple[FileRecord, Found]] = []
-    for f in files:
+    changed: list[tuple[int, FileRecord]] = []  # (at, record) whose file is not as recorded
+    for f in walk(store.root, skip={CACHE_DIR}):  # one pass; this runs over every file
         r = by_rel.get(f.rel)
-        if r is not None and (r.size, r.mtime_ns, r.inode) != f.fingerprint:
-            if r.sha256 is not None and verified.get(f.fingerprint) == r.sha256:
-                relinked.append((r, f))
-            else:
-                r = None  # changed since verified: no longer cmcache's
-        sha = r.sha256 if r is not None else None
+        if r is not None and (r.size, r.mtime_ns, r.inode) != (f.size, f.mtime_ns, f.ino):
+            changed.append((len(names), r))
+            r = None
+        if r is not None:
+            verified[f.size, f.mtime_ns, f.ino] = sha = r.sha256
+            names.append(Name(f, r, (r.folder, r.filename) in pins, sha))
+        else:
+            sha = hashes.get(f.rel, (f.size, f.mtime_ns, f.ino)) if hashes is not None else None
+            names.append(Name(f, None, False, sha))
         if sha is not None:
-            by_inode[f.inode] = sha
-        pinned = r is not None and (r.folder, r.filename) in pins
-        names.append(Name(f, r, pinned, sha))
-    # Unmanaged names: another name of managed bytes, else a hash remembered for them.
+            by_inode.setdefault((f.dev, f.ino), sha)
+    relinked: list[tuple[FileRecord, Found]] = []
+    for at, r in changed:
+        f = names[at].found
+        if r.sha256 is not None and verified.get((f.size, f.mtime_ns, f.ino)) == r.sha256:
+            relinked.append((r, f))  # else: changed since verified, no longer cmcache's
+            names[at] = Name(f, r, (r.folder, r.filename) in pins, r.sha256)
+    # A name with no hash of its own shares one with another name of the same inode.
     for at, name in enumerate(names):
-        if name.sha256 is None:
-            f = name.found
-            sha = by_inode.get(f.inode) or (hashes.get(f.rel, f.fingerprint) if hashes else None)
-            if sha is not None:
-                names[at] = Name(f, None, False, sha)
+        if name.sha256 is None and (name.found.dev, name.found.ino) in by_inode:
+            names[at] = name._replace(sha256=by_inode[name.found.dev, name.found.ino])
     staged = walk(store.staging_dir)
     return Survey(store.root, tuple(names), tuple(staged), tuple(relinked))
