@@ -3,8 +3,6 @@ home, root and `cmcache serve`, one origin on 127.0.0.1 counting bytes."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import signal
 import subprocess
 import time
@@ -18,7 +16,7 @@ from clustering import (
     origin_bytes,
 )
 from origin import Origin
-from pulling import FAST_RETRIES, file_sha, wait_for
+from pulling import file_sha, wait_for
 
 
 def test_three_concurrent_pulls_cost_the_origin_one_copy(
@@ -179,43 +177,3 @@ def test_cluster_status_shows_nodes_holders_and_budget(
     assert data["holders"]["checkpoints/st.bin"] == ["127.0.0.2"]
     assert data["origin_budget"]["127.0.0.3"] == 100
     assert SECRET not in nodes[1].cli("config", "show").stdout
-
-
-def test_serve_sends_every_name_of_files_dedupe_linked(
-    nodes: list[Node], origin: Origin, redis_url: str
-) -> None:
-    from cmcache.adapters.cluster.server import peer_url
-
-    node = nodes[0]
-    digest = origin.add_random("files/s.bin", MiB)
-    models = [
-        {
-            "folder": "checkpoints",
-            "filename": name,
-            "url": origin.url("files/s.bin"),
-            "sha256": digest,
-            "size": MiB,
-        }
-        for name in ("s.bin", "s-copy.bin")
-    ]
-    listing = node.cli.home / "list.json"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text(json.dumps({"schema": 1, "version": "1", "models": models}))
-    node.cli.write_config(
-        f'{FAST_RETRIES}\n[[sources]]\nname = "test"\nurl = "{listing}"\n'
-        f'[cluster]\nredis = "{redis_url}"\nnode = "{node.host}"\n'
-        f'serve = "{node.host}:{node.port}"\n'
-    )
-    assert node.cli("sync").code == 0
-    assert node.cli("pull", "s.bin", "s-copy.bin").code == 0
-    node.start()
-    # Killed after a link replaced one name, before the index learnt its new inode.
-    node.cli.env["CMCACHE_CRASH_AT"] = "dedupe-replaced"
-    assert node.cli("dedupe").code == -9
-    del node.cli.env["CMCACHE_CRASH_AT"]
-    root = node.cli.root / "checkpoints"
-    assert (root / "s.bin").stat().st_ino == (root / "s-copy.bin").stat().st_ino
-    for name in ("s.bin", "s-copy.bin"):
-        response = requests.get(peer_url(node.url, SECRET, "checkpoints", name), timeout=10)
-        assert response.status_code == 200, name
-        assert hashlib.sha256(response.content).hexdigest() == digest

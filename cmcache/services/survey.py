@@ -78,6 +78,9 @@ def look(store: ModelStore, index: Index | None, hashes: HashCache | None = None
     changed: list[tuple[int, FileRecord]] = []  # (at, record) whose file is not as recorded
     for f in walk(store.root, skip={CACHE_DIR}):  # one pass; this runs over every file
         r = by_rel.get(f.rel)
+        if r is not None and r.failed_check:  # still cmcache's, but its hash vouches for nothing
+            names.append(Name(f, r, (r.folder, r.filename) in pins, None))
+            continue
         if r is not None and (r.size, r.mtime_ns, r.inode) != (f.size, f.mtime_ns, f.ino):
             changed.append((len(names), r))
             r = None
