@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.model_store import CACHE_DIR, ModelStore
 from cmcache.adapters.storage.tree import walk
-from cmcache.core.comfyui import modern_folder
+from cmcache.core.comfyui import load_extra_paths, modern_folder
 from cmcache.core.errors import UsageError
 from cmcache.core.states import DiskState
 from cmcache.services.cache import existing_index
-from cmcache.services.catalog import extra_paths
 from cmcache.services.partials import CONTROL
 from cmcache.services.survey import look
 
@@ -61,7 +60,7 @@ def disk_usage(settings: Settings, folder: str | None = None) -> DiskUsage:
         UsageError: ``folder`` names no folder under root.
     """
     store = ModelStore(settings.cache.root)
-    extra = extra_paths(settings).folders
+    extra = load_extra_paths(settings.comfyui.yaml_files).folders  # not the catalog: du is quick
     wanted = None if folder is None else _folders_named(store.root, folder, set(extra))
     index = existing_index(settings)
     try:
