@@ -486,3 +486,32 @@ def test_prune_partials_removes_only_what_no_live_job_will_finish(cli: Cli, tmp_
 def test_prune_partials_usage_errors(cli: Cli, args: list[str], says: str) -> None:
     result = cli("prune", *args)
     assert result.code == 2 and says in result.stderr
+
+
+def test_a_whole_repository_is_one_managed_model(cli: Cli) -> None:
+    from cmcache.adapters.storage.hashing import fingerprint
+    from cmcache.adapters.storage.index import FileRecord
+    from cmcache.services.placement import hash_file
+
+    repo = cli.root / "LLM" / "Janus-Pro"
+    (repo / "sub").mkdir(parents=True)
+    (repo / "model.safetensors").write_bytes(b"m" * 3000)
+    (repo / "sub" / "config.json").write_bytes(b"{}" * 500)
+    copy = cli.root / "LLM" / "model-copy.safetensors"
+    copy.write_bytes(b"m" * 3000)
+    digest, size = hash_file(repo)  # as a pull of hf:OWNER/REPO records it
+    index = Index(cli.root / ".cmcache" / "index.sqlite3")
+    index.record_file(FileRecord("LLM", "Janus-Pro", size, digest, *fingerprint(repo)[1:]))
+    index.close()
+    data = du(cli)
+    assert data["states"]["managed"] == 4000 and data["states"]["unmanaged"] == 3000  # type: ignore[index]
+    report = cli("--json", "report", "--hash", "--unused-days", "0").json()["data"]
+    assert report["unused"] == [
+        {"ref": "LLM/Janus-Pro", "bytes": 4000, "last_used": None, "pinned": False}
+    ]
+    assert report["unknown"] == [{"path": "LLM/model-copy.safetensors", "bytes": 3000}]
+    assert report["hashed"] == 1 and report["duplicates"] == []
+    # Its files' hashes are the folder's business: dedupe never relinks them.
+    assert cli("--json", "dedupe").json()["data"]["linked"] == []
+    (repo / "notes.txt").write_text("added by hand")
+    assert du(cli)["states"]["managed"] == 0  # type: ignore[index]

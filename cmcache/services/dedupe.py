@@ -134,7 +134,7 @@ def dedupe(
         if not dry_run:
             hashes.keep_only([n.rel for n in survey.names])
             hashes.save()
-        unhashed = sum(1 for n in survey.names if n.sha256 is None and not n.found.spare_link)
+        unhashed = sum(1 for n in survey.names if n.record is None and n.sha256 is None)
         return DedupeReport(tuple(linked), reclaimed, unhashed, dry_run)
     finally:
         lock.release()

@@ -110,10 +110,11 @@ def disk_report(
         if index is not None:
             index.close()
     cutoff = time.time() - days * DAY
-    unused = [
-        Unused(f"{r.folder}/{r.filename}", r.size, last.get((r.folder, r.filename)), n.pinned)
-        for n in survey.names
-        if (r := n.record) is not None and last.get((r.folder, r.filename), 0.0) < cutoff
+    managed = {(n.record.folder, n.record.filename): n for n in survey.names if n.record}
+    unused = [  # a repository is one model, however many files it has
+        Unused(f"{r.folder}/{r.filename}", r.size, last.get(key), n.pinned)
+        for key, n in managed.items()
+        if (r := n.record) is not None and last.get(key, 0.0) < cutoff
     ]
     return DiskReport(
         days,
@@ -122,7 +123,7 @@ def disk_report(
         _duplicates(survey),
         tuple(Held(p.relative_to(store.root), p.bytes) for p in left),
         _workflows(settings, store),
-        sum(1 for n in survey.names if n.sha256 is None and not n.found.spare_link),
+        sum(1 for n in survey.names if n.record is None and n.sha256 is None),
         hashed,
         hashed_bytes,
     )
@@ -166,7 +167,7 @@ def _hash_unmanaged(
     """Hash every unmanaged file whose sha256 is not known, each inode once."""
     todo: dict[tuple[int, int], list[int]] = {}
     for at, n in enumerate(survey.names):
-        if n.sha256 is None and not n.found.spare_link:
+        if n.record is None and n.sha256 is None and not n.found.spare_link:
             todo.setdefault(n.found.inode, []).append(at)
     total = sum(survey.names[ats[0]].found.size for ats in todo.values())
     done = 0

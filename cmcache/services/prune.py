@@ -218,8 +218,7 @@ def remove_now(cache: Cache, folder: str, filename: str) -> tuple[int | None, st
         return None, f"{ref}: a download of it is under way; left alone"
     try:
         path = store.final_path(folder, filename)
-        verified = (record.size, record.mtime_ns, record.inode)
-        if path.exists() and not record.failed_check and fingerprint(path) != verified:
+        if path.exists() and not record.failed_check and not trusted(index, record, path):
             index.forget_file(folder, filename)
             return None, f"{ref}: changed since it was downloaded; left alone and unmanaged"
         index.mark_removing(folder, filename)

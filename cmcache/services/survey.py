@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from cmcache.adapters.storage.hashing import fingerprint
 from cmcache.adapters.storage.model_store import CACHE_DIR
 from cmcache.adapters.storage.tree import Found, walk
 from cmcache.core.states import DiskState
@@ -76,8 +77,14 @@ def look(store: ModelStore, index: Index | None, hashes: HashCache | None = None
     by_inode: dict[tuple[int, int], str] = {}
     names: list[Name] = []
     changed: list[tuple[int, FileRecord]] = []  # (at, record) whose file is not as recorded
+    repository = _Repositories(store.root, by_rel)
     for f in walk(store.root, skip={CACHE_DIR}):  # one pass; this runs over every file
         r = by_rel.get(f.rel)
+        if r is None and (r := repository.holding(f.rel)) is not None:
+            # A file of a whole repository (one model): managed while the folder is unchanged;
+            # the record's digest is the folder's, not this file's sha256.
+            names.append(Name(f, r, (r.folder, r.filename) in pins, None))
+            continue
         if r is not None and r.failed_check:  # still cmcache's, but its hash vouches for nothing
             names.append(Name(f, r, (r.folder, r.filename) in pins, None))
             continue
@@ -98,9 +105,37 @@ def look(store: ModelStore, index: Index | None, hashes: HashCache | None = None
         if r.sha256 is not None and verified.get((f.size, f.mtime_ns, f.ino)) == r.sha256:
             relinked.append((r, f))  # else: changed since verified, no longer cmcache's
             names[at] = Name(f, r, (r.folder, r.filename) in pins, r.sha256)
-    # A name with no hash of its own shares one with another name of the same inode.
+    # An unmanaged name with no hash of its own shares one with another name of its inode.
     for at, name in enumerate(names):
-        if name.sha256 is None and (name.found.dev, name.found.ino) in by_inode:
+        if name.record is None and name.sha256 is None and name.found.inode in by_inode:
             names[at] = name._replace(sha256=by_inode[name.found.dev, name.found.ino])
     staged = walk(store.staging_dir)
     return Survey(store.root, tuple(names), tuple(staged), tuple(relinked))
+
+
+class _Repositories:
+    """Managed records that are folders (a whole Hugging Face repository is one model)."""
+
+    def __init__(self, root: Path, by_rel: dict[str, FileRecord]) -> None:
+        self.root = root
+        self.by_rel = by_rel
+        self._trusted: dict[str, bool] = {}
+
+    def holding(self, rel: str) -> FileRecord | None:
+        """The repository record whose unchanged folder holds ``rel``, if any."""
+        head = rel
+        while "/" in head:
+            head = head.rsplit("/", 1)[0]
+            record = self.by_rel.get(head)
+            if record is not None:
+                return record if self._unchanged(head, record) else None
+        return None
+
+    def _unchanged(self, rel: str, record: FileRecord) -> bool:
+        if rel not in self._trusted:
+            try:  # the folder's fingerprint walks it: once per repository
+                now = fingerprint(self.root / rel)
+            except OSError:
+                now = (-1, -1, -1)
+            self._trusted[rel] = now == (record.size, record.mtime_ns, record.inode)
+        return self._trusted[rel]
