@@ -661,6 +661,54 @@ def prune_and_list(base: Path, files: int, entries: int) -> dict[str, Any]:
     return {"prune_files": files, "prune_plan_s": plan_s, "list_entries": entries, "list_s": list_s}
 
 
+def disk(base: Path, files: int) -> dict[str, Any]:
+    """`cmcache du` over ``files`` files in 20 folders (a third of them managed), beside
+    `du -sb` over the same tree for scale."""
+    from cmcache.adapters.storage.index import Index
+    from cmcache.core.settings.load import load_settings
+    from cmcache.services.disk import disk_usage
+
+    home = base / "disk-home"
+    root = home / "models"
+    index = Index(root / ".cmcache" / "index.sqlite3")
+    now = time.time()
+    records = []
+    for i in range(files):
+        path = root / f"folder{i % 20}" / f"m{i}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (i % 4096))
+        if i % 3 == 0:
+            st = path.stat()
+            records.append(
+                (path.parent.name, path.name, st.st_size, st.st_mtime_ns, st.st_ino, now)
+            )
+    db = index._db  # bulk-load through the same schema, as for the prune plan
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO files VALUES (?, ?, ?, NULL, ?, ?, '', '', ?, 0)", records)
+    db.execute("COMMIT")
+    index.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMCACHE_")}
+    env["CMCACHE_HOME"] = str(home)
+    command = [sys.executable, "-m", "cmcache", "--json", "du"]
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    assert json.loads(done.stdout)["data"]["states"]["managed"] > 0
+    cli_s = median(
+        [
+            timed(lambda: subprocess.run(command, env=env, check=True, capture_output=True))
+            for _ in range(5)
+        ]
+    )
+    settings = load_settings(environ=env)
+    service_s = median([timed(lambda: disk_usage(settings)) for _ in range(5)])
+    du_sb_s = median(
+        [
+            timed(lambda: subprocess.run(["du", "-sb", str(root)], check=True, capture_output=True))
+            for _ in range(5)
+        ]
+    )
+    return {"disk_files": files, "du_s": cli_s, "du_service_s": service_s, "du_sb_s": du_sb_s}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -814,6 +862,16 @@ def report(results: dict[str, Any]) -> None:
             (f"prune plan over {p['prune_files']:,} files", f"{p['prune_plan_s']:.3f}s", "≤ 1s"),
             (f"list over {p['list_entries']:,} entries", f"{p['list_s']:.3f}s", "≤ 0.5s"),
         ]
+    dk = results.get("disk", {})
+    if dk:
+        rows.append(
+            (
+                f"du over {dk['disk_files']:,} files",
+                f"{dk['du_s']:.3f}s ({dk['du_service_s']:.3f}s without interpreter start) · "
+                f"du -sb {dk['du_sb_s']:.3f}s",
+                "≤ 1s",
+            )
+        )
     width = max(len(r[0]) for r in rows) + 2
     mid = max(len(r[1]) for r in rows) + 2
     print(f"{'measure':{width}}{'result':{mid}}target")
@@ -830,7 +888,7 @@ def main() -> None:
         nargs="*",
         default=None,
         help="throughput defaults resume verification noop batch memory cache comfyui publish "
-        "cluster sources",
+        "cluster sources disk",
     )
     parser.add_argument(
         "--reps", type=int, default=3, metavar="N", help="Runs of each side in defaults, resume."
@@ -866,6 +924,7 @@ def main() -> None:
         "cluster": lambda: cluster(origin, base, 64 * MiB, 16 * MiB, 24 * MiB, [3, 6]),
         "publish": lambda: publish(origin, base, (1 if quick else 10) * GiB, 10),
         "sources": lambda: sources(base, 2 * MiB, 3 if quick else 5),
+        "disk": lambda: disk(base, 10_000),
     }
     try:
         for name, run in plan.items():

@@ -3,9 +3,11 @@ Redis restarting, a detached origin fetch, two nodes with one name."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +23,7 @@ from clustering import (
 )
 from conftest import Cli
 from origin import Origin
-from pulling import file_sha, wait_for
+from pulling import FAST_RETRIES, file_sha, wait_for
 
 REF = "checkpoints/{}"
 
@@ -304,3 +306,69 @@ def test_serve_names_a_bad_listen_address_and_where_it_came_from(
     cli.write_config(f'[cluster]\nredis = "{redis_server.url}"\nserve = "0.0.0.0:{port}"\n')
     anywhere = cli("serve", timeout=60)
     assert anywhere.code == 3 and "advertise" in anywhere.stderr, anywhere.stderr
+
+
+def _twins(node: Node, origin: Origin, redis_url: str) -> tuple[str, Path]:
+    """One model listed under two names on one node, both pulled; (its sha256, their folder)."""
+    digest = origin.add_random("files/s.bin", MiB)
+    models = [
+        {
+            "folder": "checkpoints",
+            "filename": name,
+            "url": origin.url("files/s.bin"),
+            "sha256": digest,
+            "size": MiB,
+        }
+        for name in ("s.bin", "s-copy.bin")
+    ]
+    listing = node.cli.home / "list.json"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(json.dumps({"schema": 1, "version": "1", "models": models}))
+    node.cli.write_config(
+        f'{FAST_RETRIES}\n[[sources]]\nname = "test"\nurl = "{listing}"\n'
+        f'[cluster]\nredis = "{redis_url}"\nnode = "{node.host}"\n'
+        f'serve = "{node.host}:{node.port}"\n'
+    )
+    assert node.cli("sync").code == 0
+    assert node.cli("pull", "s.bin", "s-copy.bin").code == 0
+    return digest, node.cli.root / "checkpoints"
+
+
+def test_serve_sends_a_name_an_interrupted_dedupe_linked(
+    nodes: list[Node], origin: Origin, redis_server: RedisServer
+) -> None:
+    from cmcache.adapters.cluster.server import peer_url
+
+    node = nodes[0]
+    digest, folder = _twins(node, origin, redis_server.url)
+    node.start()
+    # Killed after a link replaced one name, before the index learnt its new inode.
+    node.cli.env["CMCACHE_CRASH_AT"] = "dedupe-replaced"
+    assert node.cli("dedupe").code == -9
+    del node.cli.env["CMCACHE_CRASH_AT"]
+    assert (folder / "s.bin").stat().st_ino == (folder / "s-copy.bin").stat().st_ino
+    for name in ("s.bin", "s-copy.bin"):
+        response = requests.get(peer_url(node.url, SECRET, "checkpoints", name), timeout=10)
+        assert response.status_code == 200, name
+        assert hashlib.sha256(response.content).hexdigest() == digest
+
+
+def test_a_complaint_about_linked_bytes_withdraws_every_name(
+    nodes: list[Node], origin: Origin, redis_server: RedisServer
+) -> None:
+    from cmcache.adapters.cluster.server import peer_url
+
+    node = nodes[0]
+    _digest, folder = _twins(node, origin, redis_server.url)
+    assert node.cli("dedupe").code == 0
+    node.start()
+    urls = [peer_url(node.url, SECRET, "checkpoints", n) for n in ("s.bin", "s-copy.bin")]
+    assert [requests.get(u, timeout=5).status_code for u in urls] == [200, 200]
+    rot(folder / "s.bin")  # the bytes of both names
+    redis_server.client().sadd(f"cmcache:suspect:{node.host}", REF.format("s-copy.bin"))
+    wait_for(
+        lambda: [requests.get(u, timeout=5).status_code for u in urls] == [404, 404],
+        what="serve to drop both names",
+    )
+    holders = redis_server.client()
+    assert holders.hgetall("cmcache:holders:checkpoints/s.bin") == {}

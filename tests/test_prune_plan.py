@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.planning.prefetch import Wanted, plan_prefetch
-from cmcache.core.planning.prune import DAY, Candidate, plan_prune
+from cmcache.core.planning.prune import DAY, Candidate, merge_links, plan_prune
 from cmcache.core.targets import Target
 
 NOW = 1_000_000_000.0
@@ -106,3 +107,21 @@ def test_prefetch_without_budget_fetches_everything() -> None:
         [want("x", None)], [], now=NOW, keep_days=7, max_size=None, never_evict=set()
     )
     assert len(plan.fetch) == 1 and plan.evict == ()
+
+
+def test_hard_links_count_once_and_are_evicted_together() -> None:
+    linked = [replace(c("a", GB, 30), inode=7), replace(c("b", GB, 12), inode=7)]
+    files = merge_links([*linked, c("d", GB, 20)])
+    plan = plan_prune(files, now=NOW, keep_days=7, max_size=GB)
+    assert plan.managed_size == 2 * GB  # not 3: a and b are one file
+    # The pair was last used 12 days ago (through b): d goes first, and that is enough.
+    assert refs(plan.remove) == ["d"] and plan.reached
+    plan = plan_prune(files, now=NOW, keep_days=7, max_size=0)
+    assert [[n.filename for n in x.names] for x in plan.remove] == [["d"], ["a", "b"]]
+    assert plan.freed == 2 * GB
+
+
+def test_one_protected_name_protects_every_name_of_its_bytes() -> None:
+    files = merge_links([replace(c("a", GB, 30), inode=7), replace(c("b", GB, 30, True), inode=7)])
+    plan = plan_prune(files, now=NOW, keep_days=7, max_size=0)
+    assert plan.remove == () and plan.protected == 1

@@ -24,6 +24,7 @@ def _build() -> typer.Typer:
         comfyui_cmds,
         config_cmds,
         daemon_cmds,
+        disk_cmds,
         find_cmd,
         forget_cmd,
         metrics_cmd,
@@ -32,6 +33,7 @@ def _build() -> typer.Typer:
         publish_cmd,
         pull_cmd,
         queue_cmds,
+        report_cmd,
         sync_cmd,
         verify_cmds,
     )

@@ -141,12 +141,12 @@ class PullProgress:
         pct = f" ({100 * done / total:.0f}%)" if total else ""
         eta = f", {max(0, total - done) / speed:.0f}s left" if speed and total else ""
         files = f"{len(busy)} file{'' if len(busy) == 1 else 's'}"
-        if all(i.state == ProgressState.VERIFYING for i in busy):  # publish hashing its folder
-            files = f"hashing {' '.join(i.ref for i in busy)}"
+        if all(i.state == ProgressState.VERIFYING for i in busy):
+            what = f"hashing {busy[0].ref if len(busy) == 1 else files}"
         else:
-            files = f"downloading {files}"
+            what = f"downloading {files}"
         self.out.info(
-            f"{files}: {format_size(done)} of {format_size(total or None)}{pct}, "
+            f"{what}: {format_size(done)} of {format_size(total or None)}{pct}, "
             f"{format_size(speed)}/s{eta}"
         )
 

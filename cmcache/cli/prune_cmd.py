@@ -41,12 +41,37 @@ def prune(
         str | None, typer.Option("--min-free", metavar="SIZE", help="Free space to keep.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, remove nothing.")] = False,
+    partials: Annotated[
+        bool,
+        typer.Option("--partials", help="Remove partial downloads no live job will finish."),
+    ] = False,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=0,
+            help="With --partials: only those not written for DAYS days.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Remove least recently used models until the cache fits its budget."""
+    """Remove least recently used models until the cache fits its budget (with --partials:
+    partial downloads nothing will finish, instead)."""
     from cmcache.services.cache import open_cache
     from cmcache.services.prune import run_prune
 
     st = state()
+    if partials or older_than is not None:
+        if not partials:
+            raise UsageError("--older-than goes with --partials", hint="cmcache prune --partials")
+        if (max_size, keep_days, min_free) != (None, None, None):
+            raise UsageError(
+                "--partials removes only partial downloads; prune models in a separate call",
+                hint="cmcache prune --partials && cmcache prune --max-size 200G",
+            )
+        _prune_partials(older_than, dry_run)
+        return
     settings = st.settings()
     limit = size_option(max_size, "--max-size")
     limit = settings.cache.max_size if limit is None else limit
@@ -96,6 +121,37 @@ def prune(
             "freed": report.freed,
             "managed_size": report.managed_size,
             "target_reached": report.plan.reached,
+            "dry_run": dry_run,
+        }
+    )
+
+
+def _prune_partials(older_than: float | None, dry_run: bool) -> None:
+    """``prune --partials``: staging files of downloads nothing will finish; models stay."""
+    from cmcache.services.cache import open_cache
+    from cmcache.services.partials import remove_orphaned
+
+    st = state()
+    settings = st.settings()
+    with open_cache(settings) as cache:
+        removed = remove_orphaned(settings, cache, older_than=older_than, dry_run=dry_run)
+        managed = cache.index.usage()[1]
+    verb = "would remove" if dry_run else "removed"
+    root = settings.cache.root
+    for p in removed:
+        written = _when(p.mtime)
+        st.out.line(f"{verb} {p.relative_to(root)} ({format_size(p.bytes)}, written {written})")
+    freed = sum(p.bytes for p in removed)
+    count = len(removed)
+    st.out.info(
+        f"{verb} {count} partial download{'' if count == 1 else 's'}, freed {format_size(freed)}"
+    )
+    st.out.finish(
+        {
+            "removed": [],
+            "partials": [{"path": p.relative_to(root), "bytes": p.bytes} for p in removed],
+            "freed": freed,
+            "managed_size": managed,
             "dry_run": dry_run,
         }
     )

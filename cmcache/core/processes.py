@@ -58,3 +58,15 @@ def processes_with(argument: str) -> list[int]:
                 if args and argument in args and process_alive(int(entry.name)):
                     found.append(int(entry.name))
     return found
+
+
+def crash_point(name: str) -> None:
+    """Die here at once, as a power cut would, when ``CMCACHE_CRASH_AT`` names this point.
+
+    Tests use it to kill cmcache between two steps of a crash-safe sequence (a real SIGKILL:
+    no cleanup, no finally blocks) and then check that nothing was lost.
+    """
+    if os.environ.get("CMCACHE_CRASH_AT") == name:  # pragma: no cover - the process dies
+        import signal
+
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

@@ -102,3 +102,13 @@ class CheckStatus(_Names):
     BAD = "bad"
     MISSING = "missing"
     SKIPPED = "skipped"  # its path leaves root (a symlink): not touched
+
+
+class DiskState(_Names):
+    """What a file on disk is to cmcache (`du`); each file has exactly one."""
+
+    MANAGED = "managed"  # placed or adopted by cmcache, unchanged since, not pinned
+    PINNED = "pinned"  # managed and pinned
+    EXTERNAL = "external"  # in a folder of extra_model_paths outside root
+    UNMANAGED = "unmanaged"  # under root, put there by someone else
+    PARTIAL = "partial"  # a download's staging file (<root>/.cmcache/staging/)

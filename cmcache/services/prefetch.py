@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.locks import FileLock
@@ -62,15 +60,9 @@ def workflow_entries(
 ) -> tuple[list[Entry], list[str]]:
     """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies, for
     a declared model that is refused, and for a file that cannot be read (the others count)."""
-    from cmcache.services.workflow import plan_workflows
+    from cmcache.services.workflow import plan_workflows, workflow_files
 
-    base = settings.paths.config_file.parent
-    files: list[Path] = []
-    for pattern in settings.prefetch.workflows:
-        expanded = Path(pattern).expanduser()
-        pattern_path = expanded if expanded.is_absolute() else base / expanded
-        found = sorted(glob.glob(str(pattern_path)))  # noqa: PTH207 - a user's absolute glob
-        files += [Path(f) for f in found]
+    files = workflow_files(settings)
     policy = settings.download_policy()
     entries: dict[str, Entry] = {}
     unknown: list[Unknown] = []

@@ -9,13 +9,19 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cmcache.adapters.storage.hashing import fingerprint
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import ManifestError
 from cmcache.core.files import remove_quietly
-from cmcache.core.planning.prune import Candidate, PrunePlan, plan_prune, protected
+from cmcache.core.planning.prune import (
+    Candidate,
+    PrunePlan,
+    merge_links,
+    plan_prune,
+    protected,
+)
 from cmcache.core.states import LocalState
 from cmcache.services.cluster import withdraw_quietly
+from cmcache.services.placement import trusted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,19 +35,23 @@ Note = Callable[[str], None]
 
 
 def candidates(index: Index) -> list[Candidate]:
-    """Managed files with their protection facts (in flight: a download is queued for it).
+    """Managed files with their protection facts (in flight: a download is queued for it),
+    hard links of one inode merged into one candidate (their bytes count once).
 
     A download that holds the target's lock but is not queued yet is caught by ``execute``,
     which takes each target's lock before removing anything.
     """
-    return [
-        Candidate(m.folder, m.filename, m.size, m.last_used, bool(m.pinned), bool(m.queued))
+    return merge_links(
+        Candidate(
+            m.folder, m.filename, m.size, m.last_used, bool(m.pinned), bool(m.queued), m.inode
+        )
         for m in index.managed()
-    ]
+    )
 
 
 def reconcile(index: Index, store: ModelStore) -> list[FileRecord]:
-    """Finish removals a crash interrupted and forget records whose file is gone."""
+    """Finish removals a crash interrupted, forget records whose file is gone, and record the
+    links an interrupted `dedupe` made."""
     gone = []
     for record in index.removing():
         with contextlib.suppress(OSError):
@@ -54,6 +64,8 @@ def reconcile(index: Index, store: ModelStore) -> list[FileRecord]:
         if on_disk[record.folder, record.filename] != LocalState.CACHED:
             index.forget_file(record.folder, record.filename)
             gone.append(record)
+        else:  # records a link `dedupe` made but could not record, so its bytes count once
+            trusted(index, record, store.root / store.disk_folder(record.folder) / record.filename)
     return gone
 
 
@@ -66,52 +78,73 @@ def execute(
     keep: Collection[str] = (),
     on_skip: Note | None = None,
 ) -> list[Candidate]:
-    """Remove files: index marked first, then unlink, then the record dropped.
+    """Remove files (every name of each candidate): index marked first, then unlink, then the
+    record dropped. Returns the names removed.
 
     Each file is re-checked under its lock right before it goes: a model that was used, pinned
-    or queued since the plan was made (by ``path`` or ``pin`` in another process) stays.
+    or queued since the plan was made (by ``path`` or ``pin`` in another process) stays, and
+    so do the other names of its bytes.
     """
     skip = on_skip or (lambda _text: None)
     removed = []
-    for c in remove:
-        try:
-            path = store.final_path(c.folder, c.filename)
-        except ManifestError as exc:
-            skip(f"{c.ref}: {exc.message}; left alone")
-            continue
-        lock = FileLock(store.lock_path(c.folder, c.filename))
-        if not lock.try_acquire():
-            skip(f"{c.ref}: a download of it is under way; kept")
-            continue
-        try:
-            now = index.managed_file(c.folder, c.filename)
-            if now is None:
-                continue
-            fresh = Candidate(c.folder, c.filename, now.size, now.last_used, now.pinned, now.queued)
-            if c.ref in keep or protected(fresh, time.time(), keep_days):
-                skip(f"{c.ref}: used, pinned or queued since the plan was made; kept")
-                continue
-            if store.is_serving(c.folder, c.filename):
-                skip(f"{c.ref}: a peer is downloading it from this node; kept")
-                continue
-            record = index.get_file(c.folder, c.filename)
-            if record is None:
-                continue
-            verified = (record.size, record.mtime_ns, record.inode)
-            if path.exists() and not record.failed_check and fingerprint(path) != verified:
+    for candidate in remove:
+        for c in candidate.names:
+            if not _remove_one(c, index, store, keep_days, keep, skip):
+                break  # its bytes stay: removing their other names would free nothing
+            removed.append(c)
+    return removed
+
+
+def _remove_one(
+    c: Candidate,
+    index: Index,
+    store: ModelStore,
+    keep_days: float,
+    keep: Collection[str],
+    skip: Note,
+) -> bool:
+    """Remove one managed name under its lock, unless it must stay; whether it went (or was
+    already gone from the index)."""
+    try:
+        path = store.final_path(c.folder, c.filename)
+    except ManifestError as exc:
+        skip(f"{c.ref}: {exc.message}; left alone")
+        return False
+    lock = FileLock(store.lock_path(c.folder, c.filename))
+    if not lock.try_acquire():
+        skip(f"{c.ref}: a download of it is under way; kept")
+        return False
+    try:
+        now = index.managed_file(c.folder, c.filename)
+        if now is None:
+            return True
+        fresh = Candidate(c.folder, c.filename, now.size, now.last_used, now.pinned, now.queued)
+        if c.ref in keep or protected(fresh, time.time(), keep_days):
+            skip(f"{c.ref}: used, pinned or queued since the plan was made; kept")
+            return False
+        if store.is_serving(c.folder, c.filename):
+            skip(f"{c.ref}: a peer is downloading it from this node; kept")
+            return False
+        record = index.get_file(c.folder, c.filename)
+        if record is None:
+            return True
+        links = 1
+        if path.exists():
+            if not record.failed_check and not trusted(index, record, path):
                 # Someone changed the file since cmcache placed it: it is theirs now.
                 index.forget_file(c.folder, c.filename)
                 skip(f"{c.ref}: changed since it was downloaded; left alone and unmanaged")
-                continue
-            index.mark_removing(c.folder, c.filename)
-            _remove_model(store, c.folder, c.filename)
-            index.forget_file(c.folder, c.filename)
-            index.bump("prune_removed_files")
+                return False
+            links = path.stat().st_nlink
+        index.mark_removing(c.folder, c.filename)
+        _remove_model(store, c.folder, c.filename)
+        index.forget_file(c.folder, c.filename)
+        index.bump("prune_removed_files")
+        if links == 1:  # the last name of these bytes
             index.bump("prune_freed_bytes", by=c.size)
-            removed.append(c)
-        finally:
-            lock.release()
-    return removed
+        return True
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -125,8 +158,9 @@ class PruneReport:
 
     @property
     def freed(self) -> int:
-        """Bytes removed."""
-        return sum(c.size for c in self.removed)
+        """Managed bytes released: those whose every name was removed."""
+        gone = {c.ref for c in self.removed}
+        return sum(c.size for c in self.plan.remove if all(name.ref in gone for name in c.names))
 
     @property
     def managed_size(self) -> int:
@@ -155,7 +189,7 @@ def run_prune(
         free_bytes=shutil.disk_usage(cache.store.root).free,
     )
     if dry_run:
-        removed = list(plan.remove)
+        removed = [name for c in plan.remove for name in c.names]
     else:
         removed = execute(
             plan.remove, cache.index, cache.store, keep_days=keep_days, on_skip=on_skip
@@ -184,8 +218,7 @@ def remove_now(cache: Cache, folder: str, filename: str) -> tuple[int | None, st
         return None, f"{ref}: a download of it is under way; left alone"
     try:
         path = store.final_path(folder, filename)
-        verified = (record.size, record.mtime_ns, record.inode)
-        if path.exists() and not record.failed_check and fingerprint(path) != verified:
+        if path.exists() and not record.failed_check and not trusted(index, record, path):
             index.forget_file(folder, filename)
             return None, f"{ref}: changed since it was downloaded; left alone and unmanaged"
         index.mark_removing(folder, filename)

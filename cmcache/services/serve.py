@@ -25,7 +25,7 @@ from cmcache.core.pieces import CHECKING, GONE, Growing
 from cmcache.core.states import TransferStatus
 from cmcache.services.cache import open_cache
 from cmcache.services.cluster import registry_for
-from cmcache.services.placement import hash_file, unchanged
+from cmcache.services.placement import hash_file, trusted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -101,7 +101,7 @@ class _Node:
         except ManifestError:
             return None  # traversal, or outside root
         record = self.cache.index.get_file(folder, filename)
-        if record is None or not unchanged(record, path):
+        if record is None or not trusted(self.cache.index, record, path):
             return None  # not managed, changed since it was verified, or failed a check
         return path
 
@@ -171,9 +171,20 @@ class _Node:
             if (sha, size) == (record.sha256, record.size):
                 self.registry.announce(ref, sha, size)  # the complaint was not about us
                 continue
-            self.cache.index.mark_failed_check(folder, filename)
-            self.registry.withdraw(ref)
-            self.on_note(f"{ref}: its bytes no longer match their sha256; no longer served")
+            for bad in self._names_of(record):  # hard links (`dedupe`) share the bad bytes
+                self.cache.index.mark_failed_check(bad.folder, bad.filename)
+                self.registry.withdraw(_ref(bad))
+                self.on_note(
+                    f"{_ref(bad)}: its bytes no longer match their sha256; no longer served"
+                )
+
+    def _names_of(self, record: FileRecord) -> list[FileRecord]:
+        """``record`` and every other managed name of its inode."""
+        return [record] + [
+            r
+            for r in self.cache.index.files()
+            if (r.inode, r.size) == (record.inode, record.size) and r != record
+        ]
 
 
 def _ref(record: FileRecord) -> str:

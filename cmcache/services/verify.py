@@ -49,6 +49,7 @@ def verify_files(
     """Re-hash managed files: against the manifest's sha256, else the one recorded at download."""
     wanted = set(refs) if refs is not None else None
     results = []
+    hashed: dict[tuple[int, int, int, int], tuple[str, int]] = {}  # hard links: read once
     for record in placement.index.files():
         key = (record.folder, record.filename)
         if wanted is not None and key not in wanted:
@@ -63,7 +64,11 @@ def verify_files(
         if not (path.is_file() or path.is_dir()):  # a folder: a whole repository
             results.append(Checked(*key, CheckStatus.MISSING, expected, None))
             continue
-        actual, size = hash_file(path)
+        st = path.stat()
+        inode = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if inode not in hashed:
+            hashed[inode] = hash_file(path)
+        actual, size = hashed[inode]
         if mismatch(None, expected, size, actual) is not None:
             placement.index.mark_failed_check(*key)  # never served, never counted as present
             results.append(Checked(*key, CheckStatus.BAD, expected, actual))

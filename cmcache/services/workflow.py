@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cmcache.core.errors import ManifestError
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
     from cmcache.core.hosts import HostPolicy
+    from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
 
 WORKFLOW_SOURCE = "workflow"
@@ -53,6 +56,18 @@ class WorkflowPlan:
 
     targets: tuple[Target, ...]
     unknown: tuple[Unknown, ...]
+
+
+def workflow_files(settings: Settings) -> list[Path]:
+    """The files ``[prefetch] workflows`` matches (patterns relative to the config's folder)."""
+    base = settings.paths.config_file.parent
+    files: list[Path] = []
+    for pattern in settings.prefetch.workflows:
+        expanded = Path(pattern).expanduser()
+        pattern_path = expanded if expanded.is_absolute() else base / expanded
+        found = sorted(glob.glob(str(pattern_path)))  # noqa: PTH207 - a user's absolute glob
+        files += [Path(f) for f in found]
+    return files
 
 
 def plan_workflows(

@@ -25,9 +25,14 @@ FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no finger
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
     "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
-    "p.folder IS NOT NULL, j.folder IS NOT NULL FROM files f "
+    "p.folder IS NOT NULL, j.folder IS NOT NULL, f.inode FROM files f "
     "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
     "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
+)
+
+_FILES = (  # FileRecord's fields, in order
+    "SELECT folder, filename, size, sha256, mtime_ns, inode, source, url, added FROM files "
+    "ORDER BY folder, filename"
 )
 
 _SCHEMA = """
@@ -96,6 +101,7 @@ class ManagedFile(NamedTuple):
     last_used: float
     pinned: bool
     queued: bool
+    inode: int  # hard links (`dedupe`) share it: their bytes count once
 
 
 @dataclass(frozen=True)
@@ -232,7 +238,9 @@ class Index:
 
     def files(self) -> list[FileRecord]:
         """Every managed file."""
-        return [_file(r) for r in self._db.execute("SELECT * FROM files ORDER BY folder, filename")]
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # plain tuples: this runs over every file of large caches
+        return [FileRecord(*row) for row in cursor.execute(_FILES)]
 
     def forget_file(self, folder: str, filename: str) -> None:
         """Drop a file's record (after it is gone)."""
@@ -278,11 +286,19 @@ class Index:
         return ManagedFile(*row) if row else None
 
     def usage(self) -> tuple[int, int]:
-        """(number of managed files, their bytes), counted by the database."""
+        """(number of managed files, their bytes), counted by the database; hard links of one
+        inode count their bytes once (inode 0: not known, counted on its own)."""
         row = self._db.execute(
-            "SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files"
+            "SELECT (SELECT count(*) FROM files) AS n, coalesce(sum(size), 0) AS b FROM ("
+            "SELECT size FROM files WHERE inode = 0 UNION ALL "
+            "SELECT size FROM files WHERE inode != 0 GROUP BY inode, size)"
         ).fetchone()
         return int(row["n"]), int(row["b"])
+
+    def last_uses(self) -> dict[tuple[str, str], float]:
+        """(folder, filename) → the last recorded use, for every model ever used."""
+        rows = self._db.execute("SELECT folder, filename, last_used FROM usage")
+        return {(r["folder"], r["filename"]): float(r["last_used"]) for r in rows}
 
     # ------------------------------------------------------------ pins
 

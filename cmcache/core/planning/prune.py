@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,11 +21,40 @@ class Candidate:
     last_used: float
     pinned: bool = False
     in_flight: bool = False
+    inode: int = 0  # 0: not known (counted on its own)
+    links: tuple[Candidate, ...] = ()  # other managed names of the same bytes (hard links)
 
     @property
     def ref(self) -> str:
         """``folder/filename``."""
         return f"{self.folder}/{self.filename}"
+
+    @property
+    def names(self) -> tuple[Candidate, ...]:
+        """This name and its hard links: removing all of them frees the bytes."""
+        return (self, *self.links)
+
+
+def merge_links(files: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per inode: hard links share their bytes, so they are counted, kept and
+    evicted together. The merged candidate was last used when any of its names was, and is
+    protected when any of them is."""
+    groups: dict[tuple[int, int] | str, list[Candidate]] = {}
+    for c in files:
+        groups.setdefault((c.inode, c.size) if c.inode else c.ref, []).append(c)
+    merged = []
+    for names in groups.values():
+        first, *rest = names
+        if rest:
+            first = replace(
+                first,
+                last_used=max(c.last_used for c in names),
+                pinned=any(c.pinned for c in names),
+                in_flight=any(c.in_flight for c in names),
+                links=tuple(rest),
+            )
+        merged.append(first)
+    return merged
 
 
 @dataclass(frozen=True)
