@@ -266,8 +266,9 @@ def test_kill_9_of_the_daemon_is_recovered_and_resumed(cli: Cli, origin: Origin)
 
 
 def test_high_priority_overtakes_a_queue_of_low_ones(cli: Cli, origin: Origin) -> None:
-    # Each low file takes ~4 s: the urgent pull starts well before the first one ends.
-    lows = {f"low{i}.bin": 8 * MiB for i in range(3)}
+    # Each low file takes ~8 s: the urgent pull starts well before the first one ends, even
+    # when a loaded machine takes seconds to start a process.
+    lows = {f"low{i}.bin": 16 * MiB for i in range(3)}
     publish(cli, origin, {**lows, "urgent.bin": 2 * MiB})
     for name in [*lows, "urgent.bin"]:
         origin.fault(f"files/{name}", rate=2 * MiB)
