@@ -28,6 +28,7 @@ def _build() -> typer.Typer:
         find_cmd,
         forget_cmd,
         metrics_cmd,
+        predict_cmd,
         prefetch_cmd,
         prune_cmd,
         publish_cmd,

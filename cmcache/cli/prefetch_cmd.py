@@ -15,7 +15,7 @@ from cmcache.core.errors import worst_exit_code
 def prefetch(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
 ) -> None:
-    """Make [prefetch] models and the most used ones present, within max_size."""
+    """Make [prefetch] models, predicted and most used ones present, within max_size."""
     from cmcache.cli.progress import PullProgress
     from cmcache.core.states import PullOutcome
     from cmcache.services.cache import open_cache
@@ -32,6 +32,9 @@ def prefetch(
         st.out.finish({"skipped": "another prefetch is running"})
         return
     plan = report.plan
+    if dry_run:
+        for want in plan.fetch:
+            st.out.line(f"would download {want.target.ref}: {want.reason}")
     failed = [o for o in report.outcomes if o.outcome == PullOutcome.FAILED]
     fetched = [o for o in report.outcomes if o.outcome.ok]
     st.out.line(
@@ -45,6 +48,7 @@ def prefetch(
             "present": report.present,
             "downloaded": [o.target.ref for o in fetched],
             "planned": [w.target.ref for w in plan.fetch] if dry_run else [],
+            "reasons": {w.target.ref: w.reason for w in plan.fetch},
             "evicted": [c.ref for c in plan.evict],
             "skipped": [{"ref": w.target.ref, "reason": r} for w, r in plan.skipped],
         },

@@ -43,6 +43,7 @@ class PullOptions:
     max_speed: int = 0
     detach: bool = False
     force: bool = False  # download even when a verified copy is in place
+    count_use: bool = True  # False for prefetch: a model fetched ahead is not used yet
 
 
 @dataclass(frozen=True)

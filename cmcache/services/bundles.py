@@ -82,8 +82,11 @@ def by_bundle(targets: list[Target]) -> dict[str, list[Target]]:
     return groups
 
 
-def unpack(archive: Outcome, members: list[Target], placement: Placement) -> list[Outcome]:
-    """Place each member from a downloaded archive; the archive is removed afterwards.
+def unpack(
+    archive: Outcome, members: list[Target], placement: Placement, *, count_use: bool = True
+) -> list[Outcome]:
+    """Place each member from a downloaded archive (each counted as used unless not
+    ``count_use``); the archive is removed afterwards.
 
     Members placed before a failure stay placed and say so; a member that cannot be written
     (a full disk) fails with the disk's error, and its staging file goes.
@@ -94,7 +97,7 @@ def unpack(archive: Outcome, members: list[Target], placement: Placement) -> lis
     done: dict[str, Outcome] = {}
     failure: tuple[int, str] | None = None
     try:
-        _unpack(path, bundle, members, placement, archive.seconds, done)
+        _unpack(path, bundle, members, placement, archive.seconds, done, count_use)
     except IntegrityError as exc:
         failure = (int(exc.exit_code), exc.message)
     except UNREADABLE as exc:
@@ -122,6 +125,7 @@ def _unpack(
     placement: Placement,
     seconds: float,
     done: dict[str, Outcome],
+    count_use: bool,
 ) -> None:
     """Extract, verify and place each wanted member, recording its outcome in ``done``."""
     wanted = {t.ref: t for t in members}
@@ -130,7 +134,7 @@ def _unpack(
         if target is None:
             continue  # listed in the bundle, present already: nothing to do
         try:
-            done[ref] = _place(target, stated, open_member, bundle, placement, seconds)
+            done[ref] = _place(target, stated, open_member, bundle, placement, seconds, count_use)
         except CmcacheError as exc:
             remove_quietly(target.staging)
             done[ref] = _failed(target, exc.message, exc.exit_code)
@@ -143,6 +147,7 @@ def _place(
     bundle: Bundle,
     placement: Placement,
     seconds: float,
+    count_use: bool,
 ) -> Outcome:
     """Extract one member to staging (never more than its listed size), verify and place it.
 
@@ -165,7 +170,8 @@ def _place(
     except OSError as exc:
         raise CacheError(f"{where}: cannot place it at {target.final}: {exc.strerror}") from None
     with contextlib.suppress(CacheError):  # placed and recorded; the use time may wait
-        placement.index.record_use(target.entry.folder, target.entry.filename)
+        if count_use:
+            placement.index.record_use(target.entry.folder, target.entry.filename)
     return Outcome(target, PullOutcome.DOWNLOADED, record.size, seconds, sha)
 
 

@@ -10,6 +10,7 @@ from cmcache.adapters.storage.model_store import ModelStore
 from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import TracebackType
 
     from cmcache.core.settings.model import Settings
@@ -35,11 +36,25 @@ class Cache:
         self.close()
 
 
+def open_index(
+    settings: Settings, path: Path, *, readonly: bool = False, why_readonly: str = ""
+) -> Index:
+    """The index at ``path``, keeping the use log for ``window_days`` and splitting it into
+    sessions at ``session_gap_minutes``."""
+    return Index(
+        path,
+        use_log_days=settings.prefetch.window_days,
+        session_gap=settings.prefetch.session_gap,
+        readonly=readonly,
+        why_readonly=why_readonly,
+    )
+
+
 def open_cache(settings: Settings) -> Cache:
     """The store under ``cache.root`` and its index, created when missing."""
     store = ModelStore(settings.cache.root)
     store.prepare()
-    return Cache(store, Index(store.index_path, use_log_days=settings.prefetch.window_days))
+    return Cache(store, open_index(settings, store.index_path))
 
 
 def existing_index(settings: Settings, *, readonly: bool = True) -> Index | None:
@@ -48,14 +63,13 @@ def existing_index(settings: Settings, *, readonly: bool = True) -> Index | None
     store = ModelStore(settings.cache.root)
     if not store.index_path.exists():
         return None
-    days = settings.prefetch.window_days
     if not readonly and writable(store.index_path):
         try:
-            return Index(store.index_path, use_log_days=days)
+            return open_index(settings, store.index_path)
         except DiskFullError as exc:  # what is present can still be answered, not remembered
             why = exc.message
-            return Index(store.index_path, use_log_days=days, readonly=True, why_readonly=why)
-    return Index(store.index_path, use_log_days=days, readonly=True)
+            return open_index(settings, store.index_path, readonly=True, why_readonly=why)
+    return open_index(settings, store.index_path, readonly=True)
 
 
 def open_cache_for_reading(settings: Settings) -> Cache:

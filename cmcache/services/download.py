@@ -79,11 +79,13 @@ class Downloader:
         self._live: dict[str, Live] = {}
         self._waiting: dict[str, tuple[Target, FileLock]] = {}
         self._done: dict[str, Outcome] = {}
+        self.count_use = True  # whether a placed model counts as used (not for prefetch)
 
     # ------------------------------------------------------------ the loop
 
     def run(self, targets: list[Target], opts: PullOptions) -> list[Outcome]:
         """Download every target; returns one outcome per target, in order."""
+        self.count_use = opts.count_use
         self.store.prepare()
         self.link.warm_up()
         try:
@@ -399,7 +401,7 @@ class Downloader:
             return
         # Placed and recorded: a use time or a job row a full disk cannot write is no failure.
         with contextlib.suppress(CacheError):
-            if not target.archive:
+            if not target.archive and self.count_use:
                 self.index.record_use(target.entry.folder, target.entry.filename)
             self.index.forget_job(target.entry.folder, target.entry.filename)
         if not target.archive and self.cluster is not None:

@@ -1,4 +1,5 @@
-"""Prefetch: keep the configured and the most-used models present, within the size budget."""
+"""Prefetch: keep the configured, the predicted and the most-used models present, within the
+size budget."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cmcache.core.targets import Outcome, PullHooks, PullOptions
 from cmcache.services.catalog import load_catalog
 from cmcache.services.cluster import withdraw_quietly
 from cmcache.services.placement import placement_for
+from cmcache.services.predict import cost_order_for, read_forecast
 from cmcache.services.prune import candidates, execute
 from cmcache.services.pull import pull_with_engine
 
@@ -24,17 +26,32 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.catalog import Catalog
     from cmcache.core.manifest.entry import Entry
+    from cmcache.core.planning.predict import Forecast
     from cmcache.core.settings.model import PrefetchSettings, Settings
     from cmcache.services.cache import Cache
     from cmcache.services.workflow import Unknown
 
 
+@dataclass(frozen=True)
+class Want:
+    """A model prefetch keeps present, why, and (for a predicted one) its chance of use."""
+
+    entry: Entry
+    reason: str
+    chance: float | None = None
+
+
 def wanted_entries(
-    settings: PrefetchSettings, catalog: Catalog, index: Index, now: float | None = None
-) -> tuple[list[Entry], list[str]]:
-    """The listed models, then the ``popular`` most used within the window; plus warnings."""
+    settings: PrefetchSettings,
+    catalog: Catalog,
+    index: Index,
+    now: float | None = None,
+    seen: Forecast | None = None,
+) -> tuple[list[Want], list[str]]:
+    """The listed models, then (with ``seen``) the predicted ones, then the ``popular`` most
+    used within the window; plus warnings."""
     now = time.time() if now is None else now
-    entries: dict[str, Entry] = {}
+    wants: dict[str, Want] = {}
     warnings = []
     for ref in settings.models:
         try:
@@ -42,22 +59,33 @@ def wanted_entries(
         except RefError as exc:
             warnings.append(f"[prefetch].models: {exc.message}")
             continue
-        entries.setdefault(entry.ref, entry)
-    listed = len(entries)
+        wants.setdefault(entry.ref, Want(entry, "listed in [prefetch] models"))
+    if seen is not None and settings.predict:
+        predicted = 0
+        for guess in seen.worth_fetching():
+            known = catalog.get(guess.ref)
+            if predicted >= settings.predict_limit:
+                break
+            if known is not None and known.ref not in wants:
+                wants[known.ref] = Want(known, f"predicted: {guess.reason}", guess.score)
+                predicted += 1
     if settings.popular:
         since = now - settings.window_days * 86400
-        for folder, filename, _uses in index.most_used(since, settings.popular + listed):
+        enough = len(wants) + settings.popular
+        for folder, filename, uses in index.most_used(since, enough):
             popular = catalog.get(f"{folder}/{filename}")
-            if popular is not None and popular.ref not in entries:
-                entries[popular.ref] = popular
-            if len(entries) >= listed + settings.popular:
+            if popular is not None and popular.ref not in wants:
+                wants[popular.ref] = Want(
+                    popular, f"among the {settings.popular} most used: {uses} uses lately"
+                )
+            if len(wants) >= enough:
                 break
-    return list(entries.values()), warnings
+    return list(wants.values()), warnings
 
 
 def workflow_entries(
     settings: Settings, catalog: Catalog, store: ModelStore
-) -> tuple[list[Entry], list[str]]:
+) -> tuple[list[Want], list[str]]:
     """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies, for
     a declared model that is refused, and for a file that cannot be read (the others count)."""
     from cmcache.services.workflow import plan_workflows, workflow_files
@@ -82,7 +110,7 @@ def workflow_entries(
     for u in unknown:
         if u.ref not in entries:  # another workflow supplies it
             warnings.append(f"[prefetch].workflows: {u.ref} ({u.workflow}): {u.reason}")
-    return list(entries.values()), warnings
+    return [Want(e, "needed by a [prefetch] workflow") for e in entries.values()], warnings
 
 
 @dataclass(frozen=True)
@@ -111,25 +139,34 @@ def run_prefetch(
         return PrefetchReport(busy=True)
     try:
         catalog = load_catalog(settings)
-        entries, warnings = wanted_entries(settings.prefetch, catalog, cache.index)
+        now = time.time()
+        cost_policy = settings.cache.policy == "cost"
+        seen = None
+        if settings.prefetch.predict or cost_policy:
+            seen = read_forecast(settings, cache.index, now)
+        wants, warnings = wanted_entries(settings.prefetch, catalog, cache.index, now, seen)
         flows, flow_warnings = workflow_entries(settings, catalog, cache.store)
-        listed = {e.ref for e in entries}
-        entries += [e for e in flows if e.ref not in listed]
+        listed = {w.entry.ref for w in wants}
+        wants += [w for w in flows if w.entry.ref not in listed]
         for warning in [*warnings, *flow_warnings]:
             on_warning(warning)
-        targets = [cache.store.target(e) for e in entries]
+        targets = [(cache.store.target(w.entry), w) for w in wants]
         placement = placement_for(settings, cache.index)
         missing = [
-            Wanted(t, t.entry.size) for t in targets if placement.present(t, force=False) is None
+            Wanted(t, t.entry.size, w.reason, w.chance)
+            for t, w in targets
+            if placement.present(t, force=False) is None
         ]
-        wanted_refs = {t.ref for t in targets}
+        wanted_refs = {t.ref for t, _w in targets}
         plan = plan_prefetch(
             missing,
             candidates(cache.index),
-            now=time.time(),
+            now=now,
             keep_days=settings.cache.keep_days,
             max_size=settings.cache.max_size,
             never_evict=wanted_refs,
+            chance=seen.chances() if seen is not None else None,
+            cost=cost_order_for(cache.index, seen) if seen is not None and cost_policy else None,
         )
         for want, reason in plan.skipped:
             on_warning(f"prefetch: skipped {want.target.ref}: {reason}")
@@ -149,7 +186,7 @@ def run_prefetch(
                     settings,
                     cache,
                     [w.target for w in plan.fetch],
-                    PullOptions(priority=PRIORITIES["low"]),
+                    PullOptions(priority=PRIORITIES["low"], count_use=False),
                     hooks,
                 ).outcomes
         return PrefetchReport(

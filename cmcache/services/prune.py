@@ -22,6 +22,7 @@ from cmcache.core.planning.prune import (
 from cmcache.core.states import LocalState
 from cmcache.services.cluster import withdraw_quietly
 from cmcache.services.placement import trusted
+from cmcache.services.predict import cost_order_for, read_forecast
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -178,8 +179,14 @@ def run_prune(
     on_skip: Note | None = None,
     settings: Settings | None = None,
 ) -> PruneReport:
-    """Finish interrupted removals, plan, then remove (or only plan, with ``dry_run``)."""
+    """Finish interrupted removals, plan, then remove (or only plan, with ``dry_run``).
+
+    With ``settings`` whose ``cache.policy`` is "cost", files cheapest to bring back go first.
+    """
     gone = [] if dry_run else reconcile(cache.index, cache.store)
+    cost = None
+    if settings is not None and settings.cache.policy == "cost":
+        cost = cost_order_for(cache.index, read_forecast(settings, cache.index))
     plan = plan_prune(
         candidates(cache.index),
         now=time.time(),
@@ -187,6 +194,7 @@ def run_prune(
         max_size=max_size,
         min_free=min_free,
         free_bytes=shutil.disk_usage(cache.store.root).free,
+        cost=cost,
     )
     if dry_run:
         removed = [name for c in plan.remove for name in c.names]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cmcache.core.errors import (
     CacheError,
@@ -249,7 +250,7 @@ def _download(
             continue
         members = bundles[outcome.target.entry.urls[0]]
         if outcome.outcome == PullOutcome.DOWNLOADED:
-            unpacked = unpack(outcome, members, downloader.placement)
+            unpacked = unpack(outcome, members, downloader.placement, count_use=opts.count_use)
         else:  # failed or queued: every member shares the archive's fate
             unpacked = [replace(outcome, target=m) for m in members]
         for member in unpacked:
@@ -278,8 +279,18 @@ def _count(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:
             index.bump("downloaded_bytes", f"source={o.via}", o.bytes)
             index.bump("downloads")
             index.bump("download_seconds", by=o.seconds)
+            _count_source(index, o)
         elif o.outcome == PullOutcome.FAILED:
             index.bump("download_failures")
+
+
+def _count_source(index: Index, o: Outcome) -> None:
+    """Bytes and seconds per source host: what the "cost" policy divides a size by."""
+    record = index.get_file(o.target.entry.folder, o.target.entry.filename)
+    host = urlsplit(record.url).hostname if record is not None and record.url else None
+    if o.via == "origin" and host and o.bytes > 0 and o.seconds > 0:
+        index.bump("source_bytes", f"host={host}", o.bytes)
+        index.bump("source_seconds", f"host={host}", o.seconds)
 
 
 def pull_with_engine(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from cmcache.services.cache import open_cache
@@ -12,11 +13,13 @@ if TYPE_CHECKING:
 
 
 def touch_models(settings: Settings, refs: list[str]) -> list[str]:
-    """Record a use of each model now; returns their refs."""
+    """Record a use of each model now (one moment for all, in the order given); returns their
+    refs."""
     targets = resolve_refs(settings, refs)
+    now = time.time()
     with open_cache(settings) as cache:
         for target in targets:
-            cache.index.record_use(target.entry.folder, target.entry.filename)
+            cache.index.record_use(target.entry.folder, target.entry.filename, at=now)
     return [t.ref for t in targets]
 
 

@@ -1,4 +1,5 @@
-"""The index at ``<root>/.cmcache/index.sqlite3``: managed files, uses and queued downloads.
+"""The index at ``<root>/.cmcache/index.sqlite3``: managed files, uses (``uses.py``), pins,
+counters and queued downloads.
 
 This is the only module that talks to sqlite3. WAL mode and a busy timeout let several cmcache
 processes share it; every write is its own short transaction.
@@ -14,17 +15,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cmcache.adapters.storage.uses import USES_SCHEMA, UseLog
 from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
-    "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
+    "SELECT f.folder, f.filename, f.size, max(coalesce(u.last_used, 0), f.added), "
     "p.folder IS NOT NULL, j.folder IS NOT NULL, f.inode FROM files f "
     "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
     "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
@@ -44,13 +46,6 @@ CREATE TABLE IF NOT EXISTS files (
     removing INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (folder, filename)
 );
-CREATE TABLE IF NOT EXISTS usage (
-    folder TEXT NOT NULL, filename TEXT NOT NULL,
-    last_used REAL NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (folder, filename)
-);
-CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
 CREATE TABLE IF NOT EXISTS pins (
     folder TEXT NOT NULL, filename TEXT NOT NULL, PRIMARY KEY (folder, filename)
 );
@@ -131,7 +126,7 @@ class Job:
         return f"{self.folder}/{self.filename}"
 
 
-class Index:
+class Index(UseLog):
     """Open (creating or migrating) the index of one model root."""
 
     def __init__(
@@ -139,11 +134,13 @@ class Index:
         path: Path,
         *,
         use_log_days: float = 30.0,
+        session_gap: float = 1800.0,
         readonly: bool = False,
         why_readonly: str = "",
     ) -> None:
         self.path = path
         self.use_log_days = use_log_days
+        self.session_gap = session_gap
         self.readonly = readonly
         # What a write it cannot take is told.
         self.why_readonly = why_readonly or f"the model root {path.parent.parent} is read-only"
@@ -206,7 +203,7 @@ class Index:
             raise _write_error(self.path, exc) from None
 
     def _migrate(self) -> None:
-        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        self._db.executescript(_SCHEMA + USES_SCHEMA)  # idempotent; commits on its own
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             version = int(row["value"]) if row else 0
@@ -215,11 +212,14 @@ class Index:
                     f"index {self.path} has schema {version}; this cmcache knows {SCHEMA_VERSION}",
                     hint="upgrade cmcache",
                 )
-            # 3 adds the counters table, 4 the resolutions table; the script above creates both.
+            # 3 adds the counters table, 4 the resolutions table, 5 the runs of uses: the
+            # scripts above create them.
             if version == 1:  # 2 remembers the origin's validators of each download
                 for column in ("etag", "last_modified"):
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            if self._run_gap(db) != self.session_gap:  # new, migrated, or the gap was changed
+                self._rebuild_runs(db)
 
     # ------------------------------------------------------------ files
 
@@ -285,6 +285,11 @@ class Index:
         ).fetchone()
         return ManagedFile(*row) if row else None
 
+    def urls(self) -> dict[str, str]:
+        """Each managed file's ref (``folder/filename``) and the URL it was downloaded from."""
+        rows = self._db.execute("SELECT folder || '/' || filename, url FROM files")
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def usage(self) -> tuple[int, int]:
         """(number of managed files, their bytes), counted by the database; hard links of one
         inode count their bytes once (inode 0: not known, counted on its own)."""
@@ -316,27 +321,7 @@ class Index:
         """Every pinned (folder, filename)."""
         return {(r["folder"], r["filename"]) for r in self._db.execute("SELECT * FROM pins")}
 
-    # ------------------------------------------------------------ uses
-
-    def record_use(self, folder: str, filename: str, at: float | None = None) -> None:
-        """Count one use now (file atime is not trusted).
-
-        The totals live in ``usage``; per-use rows (for "most used lately") are kept only for
-        ``use_log_days``, so the log does not grow with every call forever.
-        """
-        at = time.time() if at is None else at
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (folder, filename) DO UPDATE "
-                "SET last_used = max(last_used, excluded.last_used), count = count + 1",
-                (folder, filename, at),
-            )
-            db.execute("INSERT INTO use_log VALUES (?, ?, ?)", (folder, filename, at))
-            db.execute("DELETE FROM use_log WHERE at < ?", (at - self.use_log_days * 86400,))
-
-    def use_log_size(self) -> int:
-        """Per-use rows kept."""
-        return int(self._db.execute("SELECT count(*) FROM use_log").fetchone()[0])
+    # ------------------------------------------------------------ counters
 
     def bump(self, name: str, labels: str = "", by: float = 1.0) -> None:
         """Add ``by`` to a counter (what `cmcache metrics` reports)."""
@@ -351,15 +336,6 @@ class Index:
         """Every counter: (name, labels, value)."""
         rows = self._db.execute("SELECT name, labels, value FROM counters ORDER BY name, labels")
         return [(r["name"], r["labels"], float(r["value"])) for r in rows]
-
-    def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
-        """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
-        rows = self._db.execute(
-            "SELECT folder, filename, count(*) AS n, max(at) AS last FROM use_log WHERE at >= ? "
-            "GROUP BY folder, filename ORDER BY n DESC, last DESC LIMIT ?",
-            (since, limit),
-        )
-        return [(r["folder"], r["filename"], int(r["n"])) for r in rows]
 
     # ------------------------------------------------------------ resolutions
 

@@ -1,22 +1,28 @@
-"""The prefetch plan: fit wanted models into the budget by evicting LRU files. Pure."""
+"""The prefetch plan: fit wanted models into the budget by evicting files (least recently used
+first, or by cost). Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cmcache.core.planning.prune import Candidate, lru_key, protected
+from cmcache.core.planning.prune import Candidate, CostOrder, lru_key, protected
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from cmcache.core.targets import Target
 
 
 @dataclass(frozen=True)
 class Wanted:
-    """A model prefetch should make present, and how big it is thought to be."""
+    """A model prefetch should make present, how big it is thought to be, why, and (for a
+    predicted model) its chance of being needed soon."""
 
     target: Target
     size: int | None
+    reason: str = ""
+    chance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,18 +42,24 @@ def plan_prefetch(
     keep_days: float,
     max_size: int | None,
     never_evict: set[str],
+    chance: Mapping[str, float] | None = None,
+    cost: CostOrder | None = None,
 ) -> PrefetchPlan:
-    """Fit ``missing`` into ``max_size`` by evicting LRU unprotected files; skip what won't fit.
+    """Fit ``missing`` (in order) into ``max_size`` by evicting unprotected files; skip what
+    won't fit.
 
     Files named in ``never_evict`` (prefetch-listed or wanted now), pinned, recently used or in
-    flight are never evicted. A download of unknown size is let through when under budget now.
+    flight are never evicted. A predicted model (one with a ``chance``) evicts only files less
+    likely to be needed than itself (``chance`` of each file). Victims go least recently used
+    first, or by ``cost``. A download of unknown size is let through when under budget now.
     """
     if max_size is None:
         return PrefetchPlan(tuple(missing), ())
+    likely = chance or {}
     used = sum(c.size for c in cached)
     evictable = sorted(
         (c for c in cached if not protected(c, now, keep_days) and c.ref not in never_evict),
-        key=lru_key,
+        key=lru_key if cost is None else cost.key,
     )
     fetch: list[Wanted] = []
     evict: list[Candidate] = []
@@ -59,16 +71,29 @@ def plan_prefetch(
             continue
         room = max_size - used
         extra: list[Candidate] = []
-        while need > room and evictable:
-            victim = evictable.pop(0)
+        for victim in evictable:
+            if need <= room:
+                break
+            if want.chance is not None and likely.get(victim.ref, 0.0) >= want.chance:
+                continue
             extra.append(victim)
             room += victim.size
         if need > room:
-            evictable = extra + evictable  # put them back: this one does not fit anyway
-            evictable.sort(key=lru_key)
-            skipped.append((want, f"needs {need} bytes; only {room} can be freed under max_size"))
+            guard = " without evicting a model as likely to be needed" if want.chance else ""
+            skipped.append(
+                (want, f"needs {need} bytes; only {room} can be freed under max_size{guard}")
+            )
             continue
+        if cost is not None:
+            extra = cost.spare(extra, _room_for(need, room))
+        gone = {c.ref for c in extra}
+        evictable = [c for c in evictable if c.ref not in gone]
         evict.extend(extra)
         used += need - sum(c.size for c in extra)
         fetch.append(want)
     return PrefetchPlan(tuple(fetch), tuple(evict), tuple(skipped))
+
+
+def _room_for(need: int, room: int) -> Callable[[int], bool]:
+    """Whether ``need`` bytes still fit in ``room`` if ``kept`` bytes of victims stay."""
+    return lambda kept: room - kept >= need

@@ -43,6 +43,7 @@ class CacheSettings:
     max_size: int | None
     keep_days: float
     min_free: int | None
+    policy: str  # "lru" or "cost": what prune and prefetch evict first
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,14 @@ class PrefetchSettings:
     popular: int
     window_days: float
     workflows: tuple[str, ...]
+    predict: bool
+    predict_limit: int
+    session_gap_minutes: float
+
+    @property
+    def session_gap(self) -> float:
+        """``session_gap_minutes`` in seconds."""
+        return self.session_gap_minutes * 60
 
 
 @dataclass(frozen=True)

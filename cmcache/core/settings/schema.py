@@ -14,6 +14,7 @@ from cmcache.core.sizes import parse_size
 from cmcache.core.sourcerefs import DEFAULT_CIVITAI, DEFAULT_HF, endpoint_problem
 
 Parser = Callable[[Any, str], Any]
+POLICIES = ("lru", "cost")  # what prune and prefetch evict first
 MANAGER_URL = "https://raw.githubusercontent.com/Comfy-Org/ComfyUI-Manager/main/model-list.json"
 MANAGER_SOURCE = "comfyui-manager"
 
@@ -54,6 +55,24 @@ def _days(value: Any, where: str) -> float:
     ):
         raise ConfigError(f"{where}: expected a number of days ≥ 0, got {value!r}")
     return float(value)
+
+
+def _minutes(value: Any, where: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{where}: expected a number of minutes > 0, got {value!r}")
+    return float(value)
+
+
+def _policy(value: Any, where: str) -> str:
+    if value not in POLICIES:
+        choices = " or ".join(f'"{p}"' for p in POLICIES)
+        raise ConfigError(f"{where}: expected {choices}, got {value!r}")
+    return str(value)
 
 
 def _size(value: Any, where: str) -> int:
@@ -178,6 +197,9 @@ KEYS: dict[str, dict[str, Key]] = {
         "min_free": Key(
             _optional_size, "", "keep at least this much free on root's filesystem", "20G"
         ),
+        "policy": Key(
+            _policy, "lru", '"lru": least recently used go first; "cost": cheapest to refetch'
+        ),
     },
     "download": {
         "rpc": Key(_rpc, "", 'aria2 JSON-RPC URL (or a list); "" runs a private daemon'),
@@ -231,6 +253,9 @@ KEYS: dict[str, dict[str, Key]] = {
         "popular": Key(_positive_int, 0, "also keep the N most-used models present"),
         "window_days": Key(_days, 30, "how far back `popular` counts uses"),
         "workflows": Key(_string_list, [], "workflow files (globs) whose models stay present"),
+        "predict": Key(_boolean, False, "also fetch the models the use log predicts (`predict`)"),
+        "predict_limit": Key(_positive_int, 3, "at most this many predicted models"),
+        "session_gap_minutes": Key(_minutes, 30, "a silence this long ends a session of uses"),
     },
 }
 # Tables of their own shape, validated in load.py.

@@ -1,0 +1,124 @@
+"""The use log of the index: every use (kept for the prefetch window), totals, and runs.
+
+Part of ``Index`` (``index.py`` opens the database; this module never imports sqlite3).
+A *run* is one model's uses, each less than the session gap after the one before: kept as uses
+arrive, so that prediction reads a few rows per session instead of every use.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from cmcache.core.planning.sessions import Run, runs_from_uses
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+USES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    last_used REAL NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (folder, filename)
+);
+CREATE TABLE IF NOT EXISTS use_log (folder TEXT NOT NULL, filename TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS use_log_at ON use_log (at);
+CREATE TABLE IF NOT EXISTS use_runs (
+    folder TEXT NOT NULL, filename TEXT NOT NULL,
+    first REAL NOT NULL, last REAL NOT NULL, uses INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS use_runs_model ON use_runs (folder, filename, last);
+CREATE INDEX IF NOT EXISTS use_runs_last ON use_runs (last);
+"""
+
+
+class UseLog:
+    """Uses: recorded by `pull`, `path` and `touch`; read by prefetch, prune and `predict`."""
+
+    _db: Any
+    use_log_days: float
+    session_gap: float  # seconds: what splits the use log into sessions
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def record_use(self, folder: str, filename: str, at: float | None = None) -> None:
+        """Count one use now (file atime is not trusted).
+
+        The totals live in ``usage``; per-use rows (for "most used lately") are kept only for
+        ``use_log_days``, so the log does not grow with every call forever. Each use also
+        extends its model's latest run (uses less than ``session_gap`` apart), or starts one:
+        prediction reads the runs, a few rows per session, instead of every use.
+        """
+        at = time.time() if at is None else at
+        row = {"folder": folder, "filename": filename, "at": at, "gap": self.session_gap}
+        cutoff = at - self.use_log_days * 86400
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (folder, filename) DO UPDATE "
+                "SET last_used = max(last_used, excluded.last_used), count = count + 1",
+                (folder, filename, at),
+            )
+            db.execute("INSERT INTO use_log VALUES (?, ?, ?)", (folder, filename, at))
+            db.execute("DELETE FROM use_log WHERE at < ?", (cutoff,))
+            extended = db.execute(
+                "UPDATE use_runs SET first = min(first, :at), last = max(last, :at), "
+                "uses = uses + 1 WHERE rowid = (SELECT rowid FROM use_runs WHERE folder = :folder "
+                "AND filename = :filename AND last > :at - :gap AND first < :at + :gap "
+                "ORDER BY last DESC LIMIT 1)",
+                row,
+            ).rowcount
+            if not extended:
+                db.execute("INSERT INTO use_runs VALUES (:folder, :filename, :at, :at, 1)", row)
+            db.execute("DELETE FROM use_runs WHERE last < ?", (cutoff,))
+
+    def runs(self) -> list[Run]:
+        """Every run of uses within the log's window, earliest first.
+
+        A read-only index built with another session gap has its runs recomputed here from the
+        log (it cannot store them).
+        """
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        if self._run_gap(cursor) == self.session_gap:
+            return list(
+                map(
+                    Run._make,
+                    cursor.execute(
+                        "SELECT folder || '/' || filename, first, last, uses FROM use_runs "
+                        "ORDER BY first, rowid"
+                    ),
+                )
+            )
+        return self._runs_from_log(cursor)
+
+    def _run_gap(self, db: Any) -> float | None:
+        row = db.execute("SELECT value FROM meta WHERE key = 'run_gap'").fetchone()
+        return float(row[0]) if row else None
+
+    def _runs_from_log(self, db: Any) -> list[Run]:
+        uses = db.execute("SELECT folder || '/' || filename, at FROM use_log ORDER BY at, rowid")
+        return runs_from_uses(((str(r[0]), float(r[1])) for r in uses), self.session_gap)
+
+    def _rebuild_runs(self, db: Any) -> None:
+        """Recompute every run from the log (inside the caller's transaction)."""
+        runs = self._runs_from_log(db)
+        db.execute("DELETE FROM use_runs")
+        db.executemany(
+            "INSERT INTO use_runs VALUES (?, ?, ?, ?, ?)",
+            ((*r.ref.split("/", 1), r.first, r.last, r.uses) for r in runs),
+        )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('run_gap', ?)", (repr(self.session_gap),))
+
+    def use_log_size(self) -> int:
+        """Per-use rows kept."""
+        return int(self._db.execute("SELECT count(*) FROM use_log").fetchone()[0])
+
+    def most_used(self, since: float, limit: int) -> list[tuple[str, str, int]]:
+        """The ``limit`` most-used models since ``since``: (folder, filename, uses)."""
+        rows = self._db.execute(
+            "SELECT folder, filename, count(*) AS n, max(at) AS last FROM use_log WHERE at >= ? "
+            "GROUP BY folder, filename ORDER BY n DESC, last DESC LIMIT ?",
+            (since, limit),
+        )
+        return [(r["folder"], r["filename"], int(r["n"])) for r in rows]

@@ -1,0 +1,30 @@
+"""``predict``: the models likely to be needed next, learned from the use log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cmcache.cli.app import app, state
+
+
+@app.command()
+def predict(
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="How many models to show.")
+    ] = 10,
+) -> None:
+    """Rank the models likely to be needed next, each with its reason."""
+    from cmcache.services.predict import predict_models
+
+    st = state()
+    predictions = predict_models(st.settings(), limit)
+    st.out.table(
+        ["ref", "score", "reason"], [(p.ref, f"{p.score:.2f}", p.reason) for p in predictions]
+    )
+    if not predictions:
+        st.out.info("predict: no uses within [prefetch] window_days; nothing to learn from yet")
+    st.out.finish(
+        {"predictions": [{"ref": p.ref, "score": p.score, "reason": p.reason} for p in predictions]}
+    )

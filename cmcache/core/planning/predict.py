@@ -1,0 +1,294 @@
+"""Which models will be needed next, learned from the use log, each with its reason. Pure.
+
+What a person does next is start a workflow: its first model (the *lead* of a launch, see
+``sessions``) is what to predict; the rest of the workflow comes with it. Evidence about leads:
+
+- *follows*: while a session is under way, what was launched next after the latest launches'
+  leads in past sessions;
+- *after*: what the session after one with the latest session's leads began with;
+- *weekly*, *daily*: what was launched at this time of the week, of the day;
+- *often*: in how many sessions of the window a model was launched;
+- *lately*: how recently it was launched.
+
+Each piece of evidence estimates a chance; they combine as independent chances
+(``1 - Π(1 - weight * estimate)``), and the strongest one is the reason given. Counts are shrunk
+toward zero (``k / (n + 1)``): one session in one is a hint, not a certainty.
+
+A model that comes with a likely lead (its text encoder, its VAE, its LoRA) gets the lead's
+chance times how often it came with it. Such *companions* are fetched after their lead and
+weigh in eviction, but the ranking lists leads: what will be needed first.
+
+Eviction ("cost" policy) asks a wider question, whether a model is needed at all before long:
+its chance is the most of its lead or companion score, the share of recent sessions that used
+it, and the share of past days on which it was used in the half day ahead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+from cmcache.core.planning.sessions import Launch, Run, Session, sessions_from_runs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+# "At this time" looks ahead: from half an hour ago to an hour and a half from now.
+BEFORE, AFTER = 0.5 * HOUR, 1.5 * HOUR
+LATELY = DAY  # how fast "launched lately" fades
+USAGE_FADES = 3 * DAY  # how fast a session counts less in how often a model is used
+SOON = 12 * HOUR  # eviction weighs whether a model was used in the half day ahead, on past days
+CONTEXT = 2  # the latest launches of a session under way whose followers are counted
+MAX_SESSIONS = 200  # the latest sessions with a model that what follows it is counted over
+COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
+# Prefetch fetches a predicted model only when it is more likely needed than not: a wrong guess
+# costs a download and evicts something else.
+WORTH_FETCHING = 0.5
+WEIGHTS = {
+    "follows": 1.0,
+    "after": 1.0,
+    "weekly": 0.8,
+    "daily": 0.6,
+    "often": 0.5,
+    "lately": 0.3,
+}
+
+Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model, its chance of being needed soon (0-1), and why, in words."""
+
+    ref: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Leads and their companions, scored."""
+
+    leads: dict[str, Prediction]
+    companions: dict[str, list[Prediction]]  # lead → what comes with it, likeliest first
+    usage: dict[str, float]  # share of recent sessions (weighted by recency) using each model
+
+    def chances(self) -> dict[str, float]:
+        """Every model's chance of being needed soon: as the next lead, with one, or as
+        often as it was used lately (what eviction weighs)."""
+        found = dict(self.usage)
+        for p in self.leads.values():
+            found[p.ref] = max(found.get(p.ref, 0.0), p.score)
+        for withs in self.companions.values():
+            for p in withs:
+                found[p.ref] = max(found.get(p.ref, 0.0), p.score)
+        return found
+
+    def ranked(self, limit: int | None = None) -> list[Prediction]:
+        """The models most likely needed next (the leads), best first."""
+        ranked = sorted(self.leads.values(), key=lambda p: (-p.score, p.ref))
+        return ranked if limit is None else ranked[:limit]
+
+    def worth_fetching(self) -> list[Prediction]:
+        """What to download ahead: each lead at least ``WORTH_FETCHING`` likely, best first,
+        followed by its companions that are too."""
+        out: dict[str, Prediction] = {}
+        for lead in self.ranked():
+            if lead.score < WORTH_FETCHING:
+                break
+            out.setdefault(lead.ref, lead)
+            for p in self.companions.get(lead.ref, []):
+                if p.score >= WORTH_FETCHING:
+                    out.setdefault(p.ref, p)
+        return list(out.values())
+
+
+def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
+    """Score the models of ``runs`` (sorted by first use, none after ``now``)."""
+    sessions = sessions_from_runs(runs, gap)
+    if not sessions:
+        return Forecast({}, {}, {})
+    open_session = now - sessions[-1].end < gap
+    done = sessions[:-1] if open_session else sessions  # sessions that are over
+    pieces: dict[str, list[tuple[float, str]]] = {}
+
+    def add(signal: str, evidence: Evidence) -> None:
+        for ref, (value, reason) in evidence.items():
+            pieces.setdefault(ref, []).append((WEIGHTS[signal] * value, reason))
+
+    if open_session:  # the next launch of this session: any launch tells
+        add("follows", _follows(sessions))
+        what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+        words, count = "used", len(sessions)
+    else:  # the launch the next session begins with: first launches tell
+        add("after", _begins_after(sessions, len(done)))
+        what = [(n, s.launches[0]) for n, s in enumerate(done)]
+        words, count = "began a session", len(done)
+    add("weekly", _launched_now(what, now, WEEK, f"{words} at this time of the week"))
+    add("daily", _launched_now(what, now, DAY, f"{words} at this time of day"))
+    add("often", _launched_often(what, count, words))
+    add("lately", _launched_lately(what, now, words))
+    leads = {}
+    for ref, found in pieces.items():
+        miss = 1.0
+        for value, _reason in found:
+            miss *= 1.0 - min(value, 1.0)
+        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(found)[1])
+    launches = [launch for session in sessions for launch in session.launches]
+    usage = _usage(sessions, now)
+    for ref, value in _used_soon(runs, now, DAY, SOON).items():
+        usage[ref] = max(usage.get(ref, 0.0), value)
+    return Forecast(leads, _companions(launches, leads), usage)
+
+
+def _name(ref: str) -> str:
+    return ref.rpartition("/")[2]
+
+
+def _best(into: Evidence, counts: Counter[str], n: int, head: str, tail: str = "") -> None:
+    """Keep, per model, the strongest ``k / (n + 1)`` with its reason."""
+    for ref, k in counts.items():
+        value = k / (n + 1)
+        if value > into.get(ref, (0.0, ""))[0]:
+            into[ref] = (value, f"{head} {k} of {n}{tail}")
+
+
+def _led_in(sessions: Sequence[Session]) -> dict[str, list[int]]:
+    """Each lead → the numbers of the sessions in which it led a launch."""
+    where: dict[str, list[int]] = {}
+    for number, session in enumerate(sessions):
+        for lead in dict.fromkeys(launch.lead for launch in session.launches):
+            where.setdefault(lead, []).append(number)
+    return where
+
+
+def _follows(sessions: list[Session]) -> Evidence:
+    """What was launched right after the latest launches' leads, in past sessions."""
+    past = sessions[:-1]
+    where = _led_in(past)
+    found: Evidence = {}
+    for launch in sessions[-1].launches[-CONTEXT:]:
+        numbers = where.get(launch.lead, [])[-MAX_SESSIONS:]
+        if not numbers:
+            continue
+        nxt: Counter[str] = Counter()
+        for number in numbers:
+            steps = past[number].launches
+            nxt.update({b.lead for a, b in pairwise(steps) if a.lead == launch.lead})
+        _best(found, nxt, len(numbers), f"follows {_name(launch.lead)} in", " sessions")
+    return found
+
+
+def _begins_after(sessions: list[Session], done: int) -> Evidence:
+    """What the session after one with the latest session's leads began with."""
+    where = _led_in(sessions[:-1])
+    found: Evidence = {}
+    for lead in dict.fromkeys(launch.lead for launch in sessions[-1].launches[-CONTEXT:]):
+        after = [n + 1 for n in where.get(lead, [])[-MAX_SESSIONS:] if n + 1 < done]
+        if after:
+            began = Counter(sessions[n].launches[0].lead for n in after)
+            _best(found, began, len(after), f"began the session after {_name(lead)} in")
+    return found
+
+
+def _launched_now(
+    launches: Iterable[tuple[int, Launch]], now: float, period: float, words: str
+) -> Evidence:
+    """What was launched around this time (from ``BEFORE`` ago to ``AFTER`` ahead) of past
+    periods (weeks or days): out of the periods in which anything was launched then."""
+    led: dict[str, set[int]] = {}
+    active: set[int] = set()
+    for _session, launch in launches:
+        # Periods k ≥ 1 back whose window [now - BEFORE - k·period, now + AFTER - k·period)
+        # holds the launch.
+        low = max(1, math.ceil((now - BEFORE - launch.start) / period))
+        high = math.ceil((now + AFTER - launch.start) / period) - 1
+        for k in range(low, high + 1):
+            led.setdefault(launch.lead, set()).add(k)
+            active.add(k)
+    unit = "weeks" if period == WEEK else "days"
+    counts = Counter({ref: len(ks) for ref, ks in led.items()})
+    found: Evidence = {}
+    _best(found, counts, len(active), f"{words} in", f" {unit}")
+    return found
+
+
+def _launched_often(launches: Iterable[tuple[int, Launch]], sessions: int, words: str) -> Evidence:
+    """In how many sessions each lead was launched."""
+    counts = Counter(lead for _n, lead in {(n, launch.lead) for n, launch in launches})
+    found: Evidence = {}
+    _best(found, counts, sessions, f"{words} in", " sessions")
+    return found
+
+
+def _launched_lately(launches: Sequence[tuple[int, Launch]], now: float, words: str) -> Evidence:
+    found: Evidence = {}
+    for _session, launch in reversed(launches):
+        if launch.lead not in found:
+            age = max(0.0, now - launch.start)
+            found[launch.lead] = (math.exp(-age / LATELY), f"{words} {_ago(age)} ago")
+    return found
+
+
+def _companions(
+    launches: Sequence[Launch], leads: dict[str, Prediction]
+) -> dict[str, list[Prediction]]:
+    """What came with the likeliest leads: their chance times how often it came with them."""
+    led: dict[str, list[Launch]] = {}
+    for launch in launches:
+        led.setdefault(launch.lead, []).append(launch)
+    out: dict[str, list[Prediction]] = {}
+    for lead in sorted(leads.values(), key=lambda p: -p.score)[:COMPANIONS_OF]:
+        times = led.get(lead.ref, [])[-MAX_SESSIONS:]
+        together = Counter(m for launch in times for m in launch.models[1:])
+        n = len(times)
+        words = f"comes with {_name(lead.ref)}"
+        withs = [
+            Prediction(ref, round(lead.score * k / (n + 1), 4), f"{words} {k} of {n} times")
+            for ref, k in together.most_common()
+        ]
+        if withs:
+            out[lead.ref] = withs
+    return out
+
+
+def _usage(sessions: Sequence[Session], now: float) -> dict[str, float]:
+    """The share of sessions using each model, each session weighted by how recent it is."""
+    weights: dict[str, float] = {}
+    total = 0.0
+    for session in sessions:
+        weight = math.exp(-max(0.0, now - session.end) / USAGE_FADES)
+        total += weight
+        for ref in session.models:
+            weights[ref] = weights.get(ref, 0.0) + weight
+    return {ref: w / (total + 1.0) for ref, w in weights.items()}
+
+
+def _used_soon(runs: Sequence[Run], now: float, period: float, ahead: float) -> dict[str, float]:
+    """In how many past periods each model was used in the ``ahead`` seconds that followed
+    this time of the period, out of the periods the log covers."""
+    if not runs:
+        return {}
+    used: dict[str, set[int]] = {}
+    for run in runs:
+        # Periods k ≥ 1 back whose window [now - k·period, now + ahead - k·period) the run meets.
+        low = max(1, math.ceil((now - run.last) / period))
+        high = math.ceil((now + ahead - run.first) / period) - 1
+        for k in range(low, high + 1):
+            used.setdefault(run.ref, set()).add(k)
+    periods = max(1, math.ceil((now - runs[0].first) / period))
+    return {ref: len(ks) / (periods + 1) for ref, ks in used.items()}
+
+
+def _ago(seconds: float) -> str:
+    if seconds < HOUR:
+        return f"{max(1, round(seconds / 60))} min"
+    if seconds < 2 * DAY:
+        return f"{round(seconds / HOUR)} h"
+    return f"{round(seconds / DAY)} days"

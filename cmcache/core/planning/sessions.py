@@ -1,0 +1,107 @@
+"""Sessions and launches from the use log. Pure.
+
+- A *run* is one model's uses, each less than the session gap after the one before: the index
+  keeps runs, a few rows per session, rather than every use.
+- A *session* is runs with no silence of ``session_gap`` or more between them: the union of
+  runs that overlap or sit less than the gap apart, the same split as over the raw uses.
+- A *launch* is runs that begin together (each within ``burst`` of the one before): a
+  workflow starting. Its first model is its *lead*, the others come with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+BURST = 60.0  # seconds between the first uses of models loaded for one workflow, at most
+
+
+class Run(NamedTuple):
+    """One model's uses, each less than the session gap after the one before."""
+
+    ref: str
+    first: float
+    last: float
+    uses: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Models that began being used together; ``models[0]`` (the lead) first."""
+
+    start: float
+    models: tuple[str, ...]
+
+    @property
+    def lead(self) -> str:
+        """The model the launch began with."""
+        return self.models[0]
+
+
+@dataclass(frozen=True)
+class Session:
+    """Uses with no silence of ``session_gap`` or more: its launches in order."""
+
+    start: float
+    end: float
+    launches: tuple[Launch, ...]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model of the session, in order of first use."""
+        return tuple(dict.fromkeys(m for launch in self.launches for m in launch.models))
+
+
+def burst_for(gap: float) -> float:
+    """How close first uses must be to make one launch: ``BURST``, less for short gaps."""
+    return min(BURST, gap / 30)
+
+
+def runs_from_uses(uses: Iterable[tuple[str, float]], gap: float) -> list[Run]:
+    """Runs from uses given in time order (what the index keeps as uses arrive)."""
+    latest: dict[str, int] = {}
+    runs: list[Run] = []
+    for ref, at in uses:
+        at_run = latest.get(ref)
+        if at_run is not None and at - runs[at_run].last < gap:
+            run = runs[at_run]
+            runs[at_run] = Run(ref, run.first, max(run.last, at), run.uses + 1)
+        else:
+            latest[ref] = len(runs)
+            runs.append(Run(ref, at, at, 1))
+    runs.sort(key=lambda r: r.first)
+    return runs
+
+
+def sessions_from_runs(runs: Iterable[Run], gap: float) -> list[Session]:
+    """Split runs (sorted by first use) into sessions at every silence of ``gap`` or more,
+    and each session into launches."""
+    burst = burst_for(gap)
+    sessions: list[Session] = []
+    launches: list[list[str]] = []
+    starts: list[float] = []
+    start = end = previous = 0.0
+    for run in runs:
+        if launches and run.first - end >= gap:
+            sessions.append(_session(start, end, starts, launches))
+            launches, starts = [], []
+        if not launches:
+            start = end = run.first
+        if launches and run.first - previous < burst:
+            launches[-1].append(run.ref)
+        else:
+            launches.append([run.ref])
+            starts.append(run.first)
+        previous = run.first
+        end = max(end, run.last)
+    if launches:
+        sessions.append(_session(start, end, starts, launches))
+    return sessions
+
+
+def _session(start: float, end: float, starts: list[float], launches: list[list[str]]) -> Session:
+    pairs = zip(starts, launches, strict=True)
+    return Session(start, end, tuple(Launch(at, tuple(dict.fromkeys(ms))) for at, ms in pairs))

@@ -1,0 +1,174 @@
+"""Prediction and cost eviction through the CLI: `predict`, `[prefetch] predict`, `policy`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from conftest import Cli
+from origin import Origin
+from pulling import FAST_RETRIES, publish
+
+from cmcache.adapters.storage.index import Index
+
+MiB = 1 << 20
+DAY = 86400.0
+
+
+def catalog(cli: Cli, names: list[str], config: str = "") -> None:
+    """A synced list naming ``names`` (nothing is downloaded from it)."""
+    models = [
+        {"folder": "checkpoints", "filename": n, "url": f"http://127.0.0.1:9/{n}", "size": 1}
+        for n in names
+    ]
+    listing = cli.home / "list.json"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(json.dumps({"schema": 1, "version": "1", "models": models}))
+    cli.write_config(f'{config}\n[[sources]]\nname = "test"\nurl = "{listing}"\n')
+    assert cli("sync").code == 0
+
+
+def index_of(cli: Cli) -> Index:
+    return Index(cli.root / ".cmcache" / "index.sqlite3")
+
+
+def forget_uses(cli: Cli, names: list[str], days_ago: float) -> None:
+    """Make ``names`` last used (and placed) ``days_ago``, with nothing in the use log."""
+    at = time.time() - days_ago * DAY
+    with sqlite3.connect(cli.root / ".cmcache" / "index.sqlite3") as db:
+        for name in names:
+            db.execute("UPDATE usage SET last_used = ? WHERE filename = ?", (at, name))
+            db.execute("UPDATE files SET added = ? WHERE filename = ?", (at, name))
+            db.execute("DELETE FROM use_log WHERE filename = ?", (name,))
+            db.execute("DELETE FROM use_runs WHERE filename = ?", (name,))
+
+
+def test_after_a_then_b_in_five_sessions_a_session_with_a_predicts_b_first(cli: Cli) -> None:
+    catalog(cli, ["a.bin", "b.bin", "c.bin", "d.bin"])
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for day in range(1, 6):  # A then B, and later C then D, on each of five days
+        start = now - day * DAY - 5 * 3600
+        for offset, name in ((0, "a.bin"), (300, "b.bin"), (7200, "c.bin"), (7500, "d.bin")):
+            index.record_use("checkpoints", name, at=start + offset)
+    index.close()
+    assert cli("touch", "a.bin").code == 0  # a new session begins with A
+    result = cli("--json", "predict")
+    assert result.code == 0, result.stderr
+    first = result.json()["data"]["predictions"][0]
+    assert first["ref"] == "checkpoints/b.bin"
+    assert first["reason"] == "follows a.bin in 5 of 5 sessions"
+    assert 0.5 < first["score"] <= 1
+    text = cli("predict", "--limit", "2")
+    lines = text.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t") == [
+        "checkpoints/b.bin",
+        f"{first['score']:.2f}",
+        "follows a.bin in 5 of 5 sessions",
+    ]
+
+
+def test_touch_with_a_short_session_gap_makes_sessions(cli: Cli) -> None:
+    catalog(cli, ["a.bin", "b.bin", "c.bin"], "[prefetch]\nsession_gap_minutes = 0.02\n")
+    for _ in range(2):  # sessions: [A with B] [C] [A with B] [C]: 1.2 s of silence ends one
+        assert cli("touch", "a.bin", "b.bin").code == 0
+        time.sleep(1.5)
+        assert cli("touch", "c.bin").code == 0
+        time.sleep(1.5)
+    predictions = cli("--json", "predict").json()["data"]["predictions"]
+    assert predictions[0]["ref"] == "checkpoints/a.bin"
+    assert predictions[0]["reason"] == "began the session after c.bin in 1 of 1"
+    # B comes with A (touched together): it is fetched with A, not ranked on its own.
+    assert "checkpoints/b.bin" not in [p["ref"] for p in predictions]
+
+
+def test_predict_without_any_use_says_there_is_nothing_to_learn_from(cli: Cli) -> None:
+    catalog(cli, ["a.bin"])
+    result = cli("predict")
+    assert result.code == 0 and result.stdout == ""
+    assert "nothing to learn from" in result.stderr
+    assert cli("--json", "predict").json()["data"] == {"predictions": []}
+
+
+def test_bad_prediction_and_policy_settings_are_config_errors(cli: Cli) -> None:
+    cli.write_config('[cache]\npolicy = "fifo"\n')
+    bad = cli("predict")
+    assert bad.code == 3 and "cache.policy" in bad.stderr and '"lru" or "cost"' in bad.stderr
+    cli.write_config("[prefetch]\nsession_gap_minutes = 0\n")
+    bad = cli("prefetch", "--dry-run")
+    assert bad.code == 3 and "prefetch.session_gap_minutes" in bad.stderr
+    assert "minutes > 0" in bad.stderr
+
+
+def test_prediction_never_evicts_a_pinned_listed_or_recently_used_model(
+    cli: Cli, origin: Origin
+) -> None:
+    names = ["x.bin", "pinned.bin", "listed.bin", "recent.bin", "old.bin"]
+    publish(
+        cli,
+        origin,
+        dict.fromkeys(names, MiB),
+        extra_config=FAST_RETRIES + '[cache]\nmax_size = "4.5M"\nkeep_days = 1\n'
+        '[prefetch]\npredict = true\nmodels = ["listed.bin"]\n',
+    )
+    assert cli("pull", *names[1:]).code == 0
+    assert cli("pin", "pinned.bin").code == 0
+    forget_uses(cli, names[1:], days_ago=10)
+    index = index_of(cli)
+    now = time.time()
+    for day in range(1, 7):  # X at this time of day, six days running
+        index.record_use("checkpoints", "x.bin", at=now - day * DAY + 60)
+    index.close()
+    assert cli("touch", "recent.bin").code == 0
+    plan = cli("--json", "prefetch", "--dry-run")
+    assert plan.code == 0, plan.stderr
+    data = plan.json()["data"]
+    assert data["planned"] == ["checkpoints/x.bin"]
+    assert data["reasons"]["checkpoints/x.bin"].startswith("predicted: used at this time of day")
+    assert data["evicted"] == ["checkpoints/old.bin"]
+    assert "would download checkpoints/x.bin: predicted: " in cli("prefetch", "--dry-run").stdout
+    done = cli("--json", "prefetch")
+    assert done.code == 0, done.stderr
+    assert done.json()["data"]["downloaded"] == ["checkpoints/x.bin"]
+    present = {p.name for p in (cli.root / "checkpoints").iterdir()}
+    assert present == {"x.bin", "pinned.bin", "listed.bin", "recent.bin"}
+    # A model fetched ahead is not a use: the log learns only from what people used.
+    with sqlite3.connect(cli.root / ".cmcache" / "index.sqlite3") as db:
+        assert db.execute("SELECT count FROM usage WHERE filename = 'x.bin'").fetchone() == (6,)
+    # Nothing else may go for it: a second guess that does not fit is skipped.
+    index = index_of(cli)
+    for day in range(1, 7):
+        index.record_use("checkpoints", "old.bin", at=now - day * DAY + 90)
+    index.close()
+    again = cli("--json", "prefetch")
+    assert again.code == 0
+    assert again.json()["data"]["evicted"] == []
+    assert "skipped checkpoints/old.bin" in again.stderr
+
+
+def test_cost_policy_evicts_the_cheap_to_refetch_model_first_at_equal_recency(
+    cli: Cli, origin: Origin
+) -> None:
+    publish(
+        cli,
+        origin,
+        {"big.bin": 2 * MiB, "small.bin": MiB},
+        extra_config=FAST_RETRIES + '[cache]\npolicy = "lru"\n',
+    )
+    assert cli("pull", "big.bin", "small.bin").code == 0
+    # Throughput is measured per source host, from the downloads themselves.
+    index = index_of(cli)
+    host_bytes = {(n, labels): v for n, labels, v in index.counters() if n == "source_bytes"}
+    index.close()
+    assert host_bytes == {("source_bytes", "host=127.0.0.1"): 3 * MiB}
+    forget_uses(cli, ["big.bin", "small.bin"], days_ago=10)  # equal recency, nothing predicted
+    lru = cli("--json", "prune", "--max-size", "2.5M", "--keep-days", "0", "--dry-run")
+    assert [r["filename"] for r in lru.json()["data"]["removed"]] == ["big.bin"]
+    cli.write_config(cli.config.read_text().replace('policy = "lru"', 'policy = "cost"'))
+    cost = cli("--json", "prune", "--max-size", "2.5M", "--keep-days", "0")
+    assert cost.code == 0, cost.stderr
+    assert [r["filename"] for r in cost.json()["data"]["removed"]] == ["small.bin"]
+    assert (cli.root / "checkpoints" / "big.bin").exists()
+    assert not (cli.root / "checkpoints" / "small.bin").exists()

@@ -1,0 +1,214 @@
+"""Prediction, cost eviction and their place in the prune and prefetch plans, on plain data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cmcache.adapters.storage.index import Index
+from cmcache.core.manifest.entry import Entry
+from cmcache.core.planning.predict import forecast
+from cmcache.core.planning.prefetch import Wanted, plan_prefetch
+from cmcache.core.planning.prune import (
+    DAY,
+    Candidate,
+    CostOrder,
+    cost_order,
+    plan_prune,
+)
+from cmcache.core.planning.sessions import Run, runs_from_uses, sessions_from_runs
+from cmcache.core.targets import Target
+
+NOW = 1_000_000_000.0
+HOUR = 3600.0
+GB = 10**9
+
+
+def c(name: str, size: int, hours_ago: float = 48, pinned: bool = False) -> Candidate:
+    return Candidate("checkpoints", name, size, NOW - hours_ago * HOUR, pinned, False)
+
+
+def names(cands: tuple[Candidate, ...]) -> list[str]:
+    return [x.filename for x in cands]
+
+
+def want(name: str, size: int, chance: float | None = None) -> Wanted:
+    entry = Entry("checkpoints", name, ("https://h/" + name,), size=size)
+    return Wanted(Target(entry, Path("/r") / name, Path("/s") / name), size, "why", chance)
+
+
+Steps = list[tuple[str, float]]
+
+
+def uses(*sessions: tuple[float, Steps]) -> list[Run]:
+    """Runs from sessions given as (start, [(ref, seconds after start)])."""
+    stream = sorted((start + after, ref) for start, steps in sessions for ref, after in steps)
+    return runs_from_uses(((ref, at) for at, ref in stream), 1800)
+
+
+# ------------------------------------------------------------------ sessions and runs
+
+
+def test_runs_kept_by_the_index_are_the_runs_of_the_log(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", session_gap=600)
+    stream = [("a/x", 0.0), ("a/y", 5.0), ("a/x", 300.0), ("a/x", 1000.0), ("a/y", 2000.0)]
+    for ref, at in stream:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 3000 + at)
+    expected = runs_from_uses(((r, NOW - 3000 + at) for r, at in stream), 600)
+    assert index.runs() == expected
+    assert [(r.ref, r.uses) for r in expected] == [("a/x", 2), ("a/y", 1), ("a/x", 1), ("a/y", 1)]
+    index.close()
+    # Opened with another gap, the runs are rebuilt from the log; read-only, recomputed.
+    again = Index(tmp_path / "index.sqlite3", session_gap=5000)
+    assert [(r.ref, r.uses) for r in again.runs()] == [("a/x", 3), ("a/y", 2)]
+    again.close()
+    readonly = Index(tmp_path / "index.sqlite3", session_gap=600, readonly=True)
+    assert readonly.runs() == expected
+    readonly.close()
+
+
+def test_a_silence_of_the_gap_splits_sessions_and_bursts_make_one_launch() -> None:
+    runs = uses(
+        (NOW, [("m/a", 0), ("m/vae", 2), ("m/b", 600)]),
+        (NOW + 3 * HOUR, [("m/c", 0)]),
+    )
+    sessions = sessions_from_runs(runs, 1800)
+    assert [[launch.models for launch in s.launches] for s in sessions] == [
+        [("m/a", "m/vae"), ("m/b",)],
+        [("m/c",)],
+    ]
+
+
+# ------------------------------------------------------------------ prediction
+
+
+def test_what_follows_a_model_in_past_sessions_is_predicted_first_with_its_reason() -> None:
+    history: list[tuple[float, Steps]] = []
+    for day in range(1, 6):
+        start = NOW - day * DAY - 5 * HOUR
+        history.append((start, [("checkpoints/a.bin", 0), ("loras/b.bin", 300)]))
+        history.append((start + 2 * HOUR, [("loras/c.bin", 0), ("loras/d.bin", 300)]))
+    runs = uses(*history, (NOW - 60, [("checkpoints/a.bin", 0)]))  # a session under way, with A
+    best = forecast(runs, now=NOW, gap=1800).ranked(1)[0]
+    assert best.ref == "loras/b.bin"
+    assert best.reason == "follows a.bin in 5 of 5 sessions"
+
+
+def test_the_next_session_is_predicted_from_what_began_the_sessions_after() -> None:
+    history: list[tuple[float, Steps]] = []
+    for day in range(1, 5):
+        start = NOW - day * DAY - 6 * HOUR
+        history.append((start, [("m/sdxl", 0), ("m/vae", 1)]))
+        history.append((start + 2 * HOUR, [("m/upscaler", 0)]))
+    runs = uses(*history, (NOW - 3 * HOUR, [("m/sdxl", 0)]))  # ended: the next one is coming
+    seen = forecast(runs, now=NOW, gap=1800)
+    best = seen.ranked(1)[0]
+    assert best.ref == "m/upscaler"
+    assert best.reason == "began the session after sdxl in 4 of 4"
+    # The VAE comes with sdxl: not a lead, but fetched with it and weighed in eviction.
+    assert "m/vae" not in {p.ref for p in seen.ranked()}
+    assert 0 < seen.chances()["m/vae"] <= seen.chances()["m/sdxl"]
+
+
+def test_nothing_is_predicted_from_an_empty_log() -> None:
+    seen = forecast([], now=NOW, gap=1800)
+    assert seen.ranked() == [] and seen.chances() == {} and seen.worth_fetching() == []
+
+
+def test_only_likely_leads_and_their_companions_are_worth_fetching() -> None:
+    history: list[tuple[float, Steps]] = [
+        (NOW - day * DAY - HOUR, [("m/flux", 0), ("m/t5", 1), ("m/ae", 2)]) for day in range(1, 8)
+    ]
+    history.append((NOW - 5 * DAY, [("m/rare", 0)]))
+    seen = forecast(uses(*history), now=NOW, gap=1800)
+    fetch = [p.ref for p in seen.worth_fetching()]
+    assert fetch[0] == "m/flux" and set(fetch[1:]) == {"m/t5", "m/ae"}
+    assert all(p.score >= 0.5 for p in seen.worth_fetching())
+
+
+# ------------------------------------------------------------------ cost eviction
+
+
+def test_cost_evicts_the_cheap_to_refetch_one_before_the_expensive_one_at_equal_recency() -> None:
+    files = [c("big.safetensors", 20 * GB), c("lora.safetensors", GB // 10)]
+    need_one_gb = 20 * GB + GB // 10 - GB
+    lru = plan_prune(files, now=NOW, keep_days=0, max_size=need_one_gb)
+    assert names(lru.remove) == ["big.safetensors"]  # LRU: at equal recency, the larger
+    even = CostOrder({f.ref: 0.5 for f in files})
+    cost = plan_prune(files, now=NOW, keep_days=0, max_size=20 * GB, cost=even)
+    assert names(cost.remove) == ["lora.safetensors"]
+
+
+def test_cost_evicts_what_comes_back_fastest_and_what_is_least_likely() -> None:
+    files = [c("slow.bin", GB), c("fast.bin", GB)]
+    hosts = {"checkpoints/slow.bin": "slow.example", "checkpoints/fast.bin": "fast.example"}
+    order = cost_order({}, hosts, {"slow.example": 1e6, "fast.example": 1e9})
+    plan = plan_prune(files, now=NOW, keep_days=0, max_size=GB, cost=order)
+    assert names(plan.remove) == ["fast.bin"]
+    likely = CostOrder({"checkpoints/slow.bin": 0.05, "checkpoints/fast.bin": 0.9})
+    plan = plan_prune(files, now=NOW, keep_days=0, max_size=GB, cost=likely)
+    assert names(plan.remove) == ["slow.bin"]
+
+
+def test_cost_frees_room_with_few_likely_bytes_and_keeps_victims_it_does_not_need() -> None:
+    # Five likely LoRAs would free the room at a higher expected cost than one unlikely model.
+    files = [c(f"lora{i}", GB, hours_ago=1) for i in range(5)] + [c("old", 10 * GB)]
+    chance = {f.ref: 0.8 for f in files} | {"checkpoints/old": 0.01}
+    plan = plan_prune(files, now=NOW, keep_days=0, max_size=10 * GB, cost=CostOrder(chance))
+    assert names(plan.remove) == ["old"] and plan.reached
+    # A cheap victim taken on the way is kept once a larger one frees enough by itself.
+    files = [c("cheap", GB), c("big", 10 * GB), c("keep", 5 * GB)]
+    chance = {"checkpoints/cheap": 0.01, "checkpoints/big": 0.02, "checkpoints/keep": 0.9}
+    plan = plan_prune(files, now=NOW, keep_days=0, max_size=11 * GB, cost=CostOrder(chance))
+    assert names(plan.remove) == ["big"] and plan.resulting_size == 6 * GB
+
+
+def test_cost_still_respects_protection() -> None:
+    files = [c("pinned", GB, pinned=True), c("recent", GB, hours_ago=1), c("free", GB)]
+    plan = plan_prune(files, now=NOW, keep_days=1, max_size=0, cost=CostOrder({}))
+    assert names(plan.remove) == ["free"] and not plan.reached
+
+
+# ------------------------------------------------------------------ prefetch with prediction
+
+
+def test_a_predicted_model_evicts_only_what_is_less_likely_than_itself() -> None:
+    cached = [c("likely", 4 * GB), c("unlikely", 4 * GB, hours_ago=24)]
+    chance = {"checkpoints/likely": 0.9, "checkpoints/unlikely": 0.1}
+    plan = plan_prefetch(
+        [want("guess", 7 * GB, chance=0.6)],
+        cached,
+        now=NOW,
+        keep_days=0,
+        max_size=10 * GB,
+        never_evict=set(),
+        chance=chance,
+    )
+    assert plan.fetch == () and plan.evict == ()
+    assert "as likely to be needed" in plan.skipped[0][1]
+    plan = plan_prefetch(
+        [want("guess", 3 * GB, chance=0.6)],
+        cached,
+        now=NOW,
+        keep_days=0,
+        max_size=10 * GB,
+        never_evict=set(),
+        chance=chance,
+    )
+    assert [w.target.ref for w in plan.fetch] == ["checkpoints/guess"]
+    assert names(plan.evict) == ["unlikely"]
+
+
+def test_prefetch_by_cost_keeps_victims_it_turns_out_not_to_need() -> None:
+    cached = [c("a", GB), c("b", 5 * GB)]
+    chance = {"checkpoints/a": 0.01, "checkpoints/b": 0.01}
+    plan = plan_prefetch(
+        [want("x", 4 * GB)],
+        cached,
+        now=NOW,
+        keep_days=0,
+        max_size=7 * GB,
+        never_evict=set(),
+        cost=CostOrder(chance),
+    )
+    assert names(plan.evict) == ["b"]
