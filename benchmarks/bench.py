@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # its helpers; cmcache itself is the installed one
 
+import predict_bench
 from origin import Origin
 from sources_bench import rows as source_rows
 from sources_bench import sources
@@ -872,6 +873,8 @@ def report(results: dict[str, Any]) -> None:
                 "≤ 1s",
             )
         )
+    if not rows:
+        return
     width = max(len(r[0]) for r in rows) + 2
     mid = max(len(r[1]) for r in rows) + 2
     print(f"{'measure':{width}}{'result':{mid}}target")
@@ -888,7 +891,7 @@ def main() -> None:
         nargs="*",
         default=None,
         help="throughput defaults resume verification noop batch memory cache comfyui publish "
-        "cluster sources disk",
+        "cluster sources disk predict",
     )
     parser.add_argument(
         "--reps", type=int, default=3, metavar="N", help="Runs of each side in defaults, resume."
@@ -925,6 +928,7 @@ def main() -> None:
         "publish": lambda: publish(origin, base, (1 if quick else 10) * GiB, 10),
         "sources": lambda: sources(base, 2 * MiB, 3 if quick else 5),
         "disk": lambda: disk(base, 10_000),
+        "predict": lambda: predict_bench.run(base),
     }
     try:
         for name, run in plan.items():
@@ -936,6 +940,8 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     report(results)
+    if "predict" in results:
+        predict_bench.report(results["predict"])
 
 
 if __name__ == "__main__":

@@ -61,13 +61,16 @@ def test_after_a_then_b_in_five_sessions_a_session_with_a_predicts_b_first(cli: 
     assert first["ref"] == "checkpoints/b.bin"
     assert first["reason"] == "follows a.bin in 5 of 5 sessions"
     assert 0.5 < first["score"] <= 1
-    text = cli("predict", "--limit", "2")
+    text = cli("predict", "--limit", "2")  # answered without the full CLI (scripts call it)
     lines = text.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].split("\t") == [
         "checkpoints/b.bin",
         f"{first['score']:.2f}",
         "follows a.bin in 5 of 5 sessions",
     ]
+    assert cli("-v", "predict", "--limit", "2").stdout == text.stdout  # the full CLI agrees
+    bad = cli("predict", "--limit", "0")
+    assert bad.code == 2 and "--limit" in bad.stderr
 
 
 def test_touch_with_a_short_session_gap_makes_sessions(cli: Cli) -> None:

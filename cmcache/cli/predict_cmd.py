@@ -16,15 +16,12 @@ def predict(
     ] = 10,
 ) -> None:
     """Rank the models likely to be needed next, each with its reason."""
+    from cmcache.cli.fast import PREDICT_EMPTY, predict_data, predict_lines
     from cmcache.services.predict import predict_models
 
     st = state()
     predictions = predict_models(st.settings(), limit)
-    st.out.table(
-        ["ref", "score", "reason"], [(p.ref, f"{p.score:.2f}", p.reason) for p in predictions]
-    )
+    st.out.table(["ref", "score", "reason"], predict_lines(predictions))
     if not predictions:
-        st.out.info("predict: no uses within [prefetch] window_days; nothing to learn from yet")
-    st.out.finish(
-        {"predictions": [{"ref": p.ref, "score": p.score, "reason": p.reason} for p in predictions]}
-    )
+        st.out.info(PREDICT_EMPTY)
+    st.out.finish(predict_data(predictions))

@@ -80,17 +80,14 @@ class UseLog:
         """
         cursor = self._db.cursor()
         cursor.row_factory = None
-        if self._run_gap(cursor) == self.session_gap:
-            return list(
-                map(
-                    Run._make,
-                    cursor.execute(
-                        "SELECT folder || '/' || filename, first, last, uses FROM use_runs "
-                        "ORDER BY first, rowid"
-                    ),
-                )
-            )
-        return self._runs_from_log(cursor)
+        if self._run_gap(cursor) != self.session_gap:
+            return self._runs_from_log(cursor)
+        # Runs arrive in table order, which is nearly their order of first use: sorting them
+        # here (stable: ties stay in the order they were recorded) beats asking SQL to.
+        rows = cursor.execute("SELECT folder || '/' || filename, first, last, uses FROM use_runs")
+        runs = list(map(Run._make, rows))
+        runs.sort(key=_first)
+        return runs
 
     def _run_gap(self, db: Any) -> float | None:
         row = db.execute("SELECT value FROM meta WHERE key = 'run_gap'").fetchone()
@@ -122,3 +119,7 @@ class UseLog:
             (since, limit),
         )
         return [(r["folder"], r["filename"], int(r["n"])) for r in rows]
+
+
+def _first(run: Run) -> float:
+    return run.first

@@ -276,12 +276,16 @@ def _used_soon(runs: Sequence[Run], now: float, period: float, ahead: float) -> 
     if not runs:
         return {}
     used: dict[str, set[int]] = {}
-    for run in runs:
+    ceil, end = math.ceil, now + ahead
+    for ref, first, last, _uses in runs:  # tens of thousands of runs: kept lean
         # Periods k ≥ 1 back whose window [now - k·period, now + ahead - k·period) the run meets.
-        low = max(1, math.ceil((now - run.last) / period))
-        high = math.ceil((now + ahead - run.first) / period) - 1
-        for k in range(low, high + 1):
-            used.setdefault(run.ref, set()).add(k)
+        low = ceil((now - last) / period)
+        high = ceil((end - first) / period) - 1
+        if high >= low and high >= 1:
+            found = used.get(ref)
+            if found is None:
+                found = used[ref] = set()
+            found.update(range(max(1, low), high + 1))
     periods = max(1, math.ceil((now - runs[0].first) / period))
     return {ref: len(ks) / (periods + 1) for ref, ks in used.items()}
 

@@ -84,19 +84,19 @@ def sessions_from_runs(runs: Iterable[Run], gap: float) -> list[Session]:
     launches: list[list[str]] = []
     starts: list[float] = []
     start = end = previous = 0.0
-    for run in runs:
-        if launches and run.first - end >= gap:
+    for ref, first, last, _uses in runs:  # tens of thousands of runs: kept lean
+        if launches and first - end >= gap:
             sessions.append(_session(start, end, starts, launches))
             launches, starts = [], []
         if not launches:
-            start = end = run.first
-        if launches and run.first - previous < burst:
-            launches[-1].append(run.ref)
+            start = end = first
+        if launches and first - previous < burst:
+            launches[-1].append(ref)
         else:
-            launches.append([run.ref])
-            starts.append(run.first)
-        previous = run.first
-        end = max(end, run.last)
+            launches.append([ref])
+            starts.append(first)
+        previous = first
+        end = max(end, last)
     if launches:
         sessions.append(_session(start, end, starts, launches))
     return sessions
