@@ -56,8 +56,8 @@ def prune(
         ),
     ] = None,
 ) -> None:
-    """Remove least recently used models until the cache fits its budget (with --partials:
-    partial downloads nothing will finish, instead)."""
+    """Remove models until the cache fits its budget, least recently used first (or by cost);
+    with --partials, partial downloads nothing will finish instead."""
     from cmcache.services.cache import open_cache
     from cmcache.services.prune import run_prune
 
