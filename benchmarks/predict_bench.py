@@ -171,8 +171,9 @@ def report(results: dict[str, Any]) -> None:
         less = 1 - both["waited_s"] / base["waited_s"]
         more = both["bytes"] / base["bytes"] - 1
         print(
-            f"  {b:.0%}: prediction + cost vs LRU + popular: {less:.1%} less waiting, "
-            f"{more:+.1%} bytes (target ≥ 25 % less, ≤ +10 %)"
+            f"  {b:.0%}: prediction + cost vs LRU + popular: {abs(less):.1%} "
+            f"{'less' if less >= 0 else 'more'} waiting, {more:+.1%} bytes "
+            "(target ≥ 25 % less, ≤ +10 %)"
         )
     print(
         f"next-session prediction over {results['sessions_predicted']} sessions: first model "
