@@ -110,7 +110,8 @@ class CostOrder:
 
     def _rate(self, c: Candidate) -> float:
         spb = self.seconds_per_byte.get(c.ref, self.default_seconds_per_byte)
-        return max(self.chance.get(c.ref, 0.0), NEVER_SURE) * spb
+        chance = max(self.chance.get(name.ref, 0.0) for name in c.names)  # hard links: any
+        return max(chance, NEVER_SURE) * spb
 
     def spare(
         self, victims: list[Candidate], still_enough: Callable[[int], bool]
