@@ -192,7 +192,7 @@ def replay(
         out = []
         for ref, held in cache.items():
             folder, filename = ref.split("/", 1)
-            used = max(last_use.get(ref, 0.0), held.added)
+            used = last_use.get(ref, held.added)  # as the index: the last use, else placement
             busy_now = held.ready > now or ref in busy
             out.append(Candidate(folder, filename, held.size, used, False, busy_now))
         return out

@@ -113,7 +113,7 @@ def test_prediction_never_evicts_a_pinned_listed_or_recently_used_model(
         cli,
         origin,
         dict.fromkeys(names, MiB),
-        extra_config=FAST_RETRIES + '[cache]\nmax_size = "4.5M"\nkeep_days = 1\n'
+        extra_config=FAST_RETRIES + '[cache]\nmax_size = "4.5M"\nkeep_days = 2\n'
         '[prefetch]\npredict = true\nmodels = ["listed.bin"]\n',
     )
     assert cli("pull", *names[1:]).code == 0

@@ -26,7 +26,7 @@ SCHEMA_VERSION = 5
 FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
-    "SELECT f.folder, f.filename, f.size, max(coalesce(u.last_used, 0), f.added), "
+    "SELECT f.folder, f.filename, f.size, coalesce(u.last_used, f.added), "
     "p.folder IS NOT NULL, j.folder IS NOT NULL, f.inode FROM files f "
     "LEFT JOIN usage u USING (folder, filename) LEFT JOIN pins p USING (folder, filename) "
     "LEFT JOIN jobs j USING (folder, filename) WHERE f.removing = 0"
