@@ -1,7 +1,11 @@
-"""Development sessions: tests, lint, typecheck, completions, bench."""
+"""Development sessions: tests, lint, typecheck, browser, completions, bench."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -33,6 +37,48 @@ def tests(session: nox.Session) -> None:
     # Several tests race real processes against timers; on a loaded 2-core machine one may
     # lose a race, so a failure is run once more before it counts (pytest reports each rerun).
     session.run("pytest", "-n", "4", "--reruns", "1", *session.posargs)
+
+
+# ComfyUI 0.7.0 for the browser tests: the tree and its pinned environment, beside the checkout.
+COMFYUI_TREE = Path(
+    os.environ.get("CMCACHE_COMFYUI_TREE")
+    or Path(__file__).resolve().parent.parent / "shared" / "comfyui-0.7.0"
+)
+
+
+def comfyui_venv(session: nox.Session) -> Path | None:
+    """ComfyUI's own venv (its requirements-lock.txt, about 6.7 GB), built once per lock file in
+    the user's cache and reused while complete; $CMCACHE_COMFYUI_VENV names one instead."""
+    named = os.environ.get("CMCACHE_COMFYUI_VENV")
+    if named:
+        return Path(named)
+    lock = COMFYUI_TREE / "requirements-lock.txt"
+    if not lock.is_file():
+        return None  # the tests say what is missing (and fail in CI)
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = cache / "cmcache" / f"comfyui-venv-{digest}"
+    if (venv / "complete").is_file():
+        session.log(f"ComfyUI's venv: {venv} (cached)")
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    started = time.monotonic()
+    session.run("python3", "-m", "venv", str(venv), external=True)
+    # The lock pins every version; a machine-wide pip constraint must not move them.
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(lock)]
+    session.run(*pip, external=True, env={"PIP_CONSTRAINT": os.devnull})
+    (venv / "complete").write_text("")
+    session.log(f"ComfyUI's venv installed in {time.monotonic() - started:.0f} s: {venv}")
+    return venv
+
+
+@nox.session(default=False)
+def browser(session: nox.Session) -> None:
+    """ComfyUI 0.7.0 with the node, driven in Debian's chromium through Playwright."""
+    install_project(session, "test", "browser")
+    venv = comfyui_venv(session)
+    env = {"CMCACHE_BROWSER_TESTS": "1", "CMCACHE_COMFYUI_VENV": str(venv) if venv else ""}
+    session.run("pytest", "tests/browser", *session.posargs, env=env)
 
 
 @nox.session

@@ -22,6 +22,7 @@ def _build() -> typer.Typer:
         catalog_cmds,
         cluster_cmds,
         comfyui_cmds,
+        comfyui_workflow_cmd,
         config_cmds,
         daemon_cmds,
         disk_cmds,

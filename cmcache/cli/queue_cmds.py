@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cmcache.cli.app import app, state
 from cmcache.core.sizes import format_size
+from cmcache.core.targets import PullHooks
+
+if TYPE_CHECKING:
+    from cmcache.services.queue import QueueReport
 
 IdsArg = Annotated[
     list[str] | None, typer.Argument(metavar="ID…", help="Download ids (from status) or refs.")
@@ -15,21 +19,71 @@ IdsArg = Annotated[
 AllOpt = Annotated[bool, typer.Option("--all", help="Every queued download.")]
 
 
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        help="Show it again each second it changes; end 5 s after the last download stops "
+        "(with --json: one document per line).",
+    ),
+]
+
+
 @app.command()
-def status() -> None:
+def status(watch: WatchOpt = False) -> None:
     """Show queued, active, paused and failed downloads."""
     from cmcache.cli.progress import PullProgress, outcome_line
     from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.queue import queue_report
+    from cmcache.services.queue import queue_report, watch_queue
 
     st = state()
     settings = st.settings()
     cache = open_cache_for_reading(settings)
+    if watch:
+        with cache:
+            last = None
+            for report in watch_queue(settings, cache, PullHooks()):
+                data = _status_data(report, settings.cache.max_size)
+                if data != last:
+                    _render(report, settings.cache.max_size, data)
+                    if st.out.json_mode:
+                        st.out.emit_envelope(data)
+                    last = data
+        return
     with cache, PullProgress(st.out, show_outcomes=False) as progress:
         report = queue_report(settings, cache, progress.hooks())
     for outcome in report.placed:
         st.out.info(outcome_line(outcome))
-    budget = settings.cache.max_size
+    st.out.finish(_render(report, settings.cache.max_size))
+
+
+def _status_data(report: QueueReport, budget: int | None) -> dict[str, Any]:
+    return {
+        "daemon": "running" if report.daemon_running else "not running",
+        "cache": {"managed_size": report.managed_size, "files": report.files, "max_size": budget},
+        "downloads": [
+            {
+                "id": e.id,
+                "ref": e.ref,
+                "state": str(e.state),
+                "priority": e.priority,
+                "done": e.done,
+                "total": e.total,
+                "speed": e.speed,
+                "eta": e.eta,
+                "message": e.message,
+            }
+            for e in report.entries
+        ],
+    }
+
+
+def _render(
+    report: QueueReport, budget: int | None, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Print one report (a JSON line when watching with --json); returns its data."""
+    st = state()
+    data = data if data is not None else _status_data(report, budget)
     files = f"{report.files} managed file{'' if report.files == 1 else 's'}"
     st.out.info(
         f"cache: {files}, {format_size(report.managed_size)}"
@@ -47,30 +101,7 @@ def status() -> None:
     )
     if not report.entries:
         st.out.info("no downloads queued")
-    st.out.finish(
-        {
-            "daemon": "running" if report.daemon_running else "not running",
-            "cache": {
-                "managed_size": report.managed_size,
-                "files": report.files,
-                "max_size": budget,
-            },
-            "downloads": [
-                {
-                    "id": e.id,
-                    "ref": e.ref,
-                    "state": str(e.state),
-                    "priority": e.priority,
-                    "done": e.done,
-                    "total": e.total,
-                    "speed": e.speed,
-                    "eta": e.eta,
-                    "message": e.message,
-                }
-                for e in report.entries
-            ],
-        }
-    )
+    return data
 
 
 def _act(action: str, ids: list[str] | None, everything: bool) -> None:

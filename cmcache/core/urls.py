@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def redact(url: str) -> str:
@@ -14,3 +18,17 @@ def redact(url: str) -> str:
         return "<an unparsable URL>"
     hidden = "?…" if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + hidden
+
+
+def host_of(url: str) -> str:
+    """The URL's host name, lower-cased ("" when it has none or cannot be parsed)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def host_allowed(url: str, hosts: Iterable[str]) -> bool:
+    """Whether the URL's host is one of ``hosts`` or a subdomain of one."""
+    host = host_of(url)
+    return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)

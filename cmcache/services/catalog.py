@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.manifest_store import ManifestStore
 from cmcache.adapters.storage.model_store import ModelStore
+from cmcache.adapters.storage.own_lists import OwnList
 from cmcache.core.catalog import Catalog
 from cmcache.core.comfyui import ExtraPaths, load_extra_paths
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.formats import parse_manifest
 from cmcache.core.states import LocalState
+from cmcache.core.urls import host_allowed
+from cmcache.services.workflow import WORKFLOW_SOURCE
 
 if TYPE_CHECKING:
     from cmcache.adapters.storage.index import FileRecord
@@ -59,7 +62,28 @@ def load_catalog(settings: Settings) -> Catalog:
     if settings.builtin_catalog:
         parsed = parse_manifest(builtin_bytes(), list_name=BUILTIN_SOURCE, source=BUILTIN_SOURCE)
         entries.extend(parsed.entries)
+    entries.extend(_workflow_entries(settings, warnings))
     return Catalog(tuple(entries), tuple(warnings))
+
+
+def workflow_list(settings: Settings) -> OwnList:
+    """The list ``workflow``: models that workflows opened in ComfyUI declared."""
+    return OwnList(settings.paths.state_dir / "lists", WORKFLOW_SOURCE)
+
+
+def _workflow_entries(settings: Settings, warnings: list[str]) -> list[Entry]:
+    """The list ``workflow``, last (any catalog's own entry wins), without a model whose host
+    is no longer allowed."""
+    data = workflow_list(settings).read()
+    if not data:
+        return []
+    try:
+        parsed = parse_manifest(data, list_name=WORKFLOW_SOURCE, source=WORKFLOW_SOURCE)
+    except ManifestError as exc:
+        warnings.append(exc.message)
+        return []
+    allowed = settings.allowed_hosts()
+    return [e for e in parsed.entries if host_allowed(e.urls[0], allowed)]
 
 
 def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalState]:

@@ -403,7 +403,7 @@ class Downloader:
         with contextlib.suppress(CacheError):
             if not target.archive and self.count_use:
                 self.index.record_use(target.entry.folder, target.entry.filename)
-            self.index.forget_job(target.entry.folder, target.entry.filename)
+            self.index.forget_job(target.entry.folder, target.entry.filename, ended="placed")
         if not target.archive and self.cluster is not None:
             self.cluster.announce(target.ref, sha, size)
         seconds = time.monotonic() - live.started
@@ -418,7 +418,7 @@ class Downloader:
             self._drop(live.engine_url, live.gid)
         remove_quietly(live.target.staging, live.target.control)
         with contextlib.suppress(CacheError):  # a full disk: `status` drops the job later
-            self.index.forget_job(entry.folder, entry.filename)
+            self.index.forget_job(entry.folder, entry.filename, ended="failed", reason=message)
         self._finish(
             live,
             Outcome(

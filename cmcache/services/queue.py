@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,12 @@ from cmcache.core.processes import process_alive
 from cmcache.core.states import QueueGap, TransferStatus
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
 
+# How long `status --watch` goes on once nothing downloads.
+WATCH_LINGER = 5.0
+
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cmcache.adapters.aria2.client import Transfer
     from cmcache.adapters.aria2.link import EngineLink
     from cmcache.adapters.storage.index import Index, Job
@@ -87,7 +93,8 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
         entry = _state(job, transfer, reachable)
         if entry.state == QueueGap.LOST and not process_alive(job.owner_pid):
             if not index.readonly:
-                index.forget_job(job.folder, job.filename)
+                reason = "aria2 no longer knows it and its pull has ended"
+                index.forget_job(job.folder, job.filename, ended="lost", reason=reason)
             continue
         entries.append(entry)
     return entries
@@ -177,7 +184,7 @@ def cancel_jobs(link: EngineLink | None, index: Index, jobs: list[Job]) -> list[
                 link.engine(job.rpc).forget_result(job.gid)
         staging = Path(job.staging)
         remove_quietly(staging, staging.with_name(staging.name + ".aria2"))
-        index.forget_job(job.folder, job.filename)
+        index.forget_job(job.folder, job.filename, ended="cancelled")
         done.append(job.ref)
     return done
 
@@ -193,9 +200,11 @@ class QueueReport:
     placed: tuple[Outcome, ...]
 
 
-def queue_report(settings: Settings, cache: Cache, hooks: PullHooks) -> QueueReport:
-    """Every job with its live state; finished downloads nobody watched (``--detach``) are
-    verified and placed first."""
+def queue_report(
+    settings: Settings, cache: Cache, hooks: PullHooks, *, place: bool = True
+) -> QueueReport:
+    """Every job with its live state; with ``place``, finished downloads nobody watched
+    (``--detach``) are verified and placed first."""
     from cmcache.adapters.aria2.link import EngineLink
     from cmcache.services.pull import make_downloader
 
@@ -204,7 +213,7 @@ def queue_report(settings: Settings, cache: Cache, hooks: PullHooks) -> QueueRep
     if not link.attach():
         link = None
     placed: tuple[Outcome, ...] = ()
-    if link is not None and not cache.index.readonly:
+    if place and link is not None and not cache.index.readonly:
         targets = finished_targets(cache.index, link, cache.store)
         if targets:
             downloader = make_downloader(settings, cache, link, hooks)
@@ -228,6 +237,30 @@ def _keep_cluster_locks(settings: Settings, cache: Cache, entries: list[QueueEnt
     }
     jobs = [j for j in cache.index.jobs() if j.gid in running]
     keep_detached_locks(settings, cache.store, jobs)
+
+
+def watch_queue(
+    settings: Settings,
+    cache: Cache,
+    hooks: PullHooks,
+    *,
+    interval: float = 1.0,
+    linger: float = WATCH_LINGER,
+) -> Iterator[QueueReport]:
+    """The queue every ``interval`` seconds until no download has been active or waiting for
+    ``linger`` seconds (so a watcher started just before a download begins sees it). Placing is
+    left to the pulls that own the downloads (and to plain ``status``), so a report never waits
+    for a hash."""
+    quiet_since: float | None = None
+    while True:
+        report = queue_report(settings, cache, hooks, place=False)
+        yield report
+        busy = any(isinstance(e.state, TransferStatus) and e.state.busy for e in report.entries)
+        now = time.monotonic()
+        quiet_since = None if busy else (quiet_since if quiet_since is not None else now)
+        if quiet_since is not None and now - quiet_since >= linger:
+            return
+        time.sleep(interval)
 
 
 def act_on_jobs(

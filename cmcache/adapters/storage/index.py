@@ -2,7 +2,9 @@
 counters and queued downloads.
 
 This is the only module that talks to sqlite3. WAL mode and a busy timeout let several cmcache
-processes share it; every write is its own short transaction.
+processes share it; every write is its own short transaction. Every change to the download
+queue is also appended to ``queue.log`` beside it (see ``QueueLog``), so a watcher (the ComfyUI
+node) learns of downloads by looking at one file's size, without a process or a query.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cmcache.adapters.storage.uses import USES_SCHEMA, UseLog
+from cmcache.adapters.storage.queue_log import QUEUE_LOG, QueueLog
 from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
@@ -144,6 +147,7 @@ class Index(UseLog):
         self.readonly = readonly
         # What a write it cannot take is told.
         self.why_readonly = why_readonly or f"the model root {path.parent.parent} is read-only"
+        self.queue_log = QueueLog(path.parent / QUEUE_LOG)
         try:
             if readonly:
                 self._db = _connect_readonly(path)
@@ -358,6 +362,7 @@ class Index(UseLog):
         row = {**asdict(job), "created": job.created or time.time()}
         with self._tx() as db:
             db.execute(f"INSERT OR REPLACE INTO jobs {_columns(Job)}", row)
+        self.queue_log.append(job.ref, "queued")
 
     def next_seq(self) -> int:
         """A number that orders jobs by arrival."""
@@ -380,11 +385,16 @@ class Index(UseLog):
         """Mark a job paused by a higher-priority one (or released)."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET preempted = ? WHERE gid = ?", (int(preempted), gid))
+        if not preempted:
+            self.queue_log.append("", "resumed")
 
-    def forget_job(self, folder: str, filename: str) -> None:
-        """Drop a job (placed, failed for good, or cancelled)."""
+    def forget_job(self, folder: str, filename: str, *, ended: str = "", reason: str = "") -> None:
+        """Drop a job; ``ended`` (placed, failed, cancelled, lost) and ``reason`` go to the
+        queue log for whoever shows the queue."""
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE folder = ? AND filename = ?", (folder, filename))
+        if ended:
+            self.queue_log.append(f"{folder}/{filename}", ended, reason)
 
 
 def _write_error(path: Path, exc: sqlite3.OperationalError) -> CacheError:

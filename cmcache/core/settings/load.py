@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmcache.core.comfyui import DESKTOP_YAML, desktop_config_dir, load_extra_paths
 from cmcache.core.errors import ConfigError
 from cmcache.core.names import is_plain_name
 from cmcache.core.settings.model import (
@@ -162,9 +163,15 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
     comfy_path = Path(comfyui["path"]).expanduser().absolute() if "path" in comfyui else None
     here = paths.config_file.parent
     extra = tuple((here / Path(f).expanduser()).absolute() for f in comfyui["extra_model_paths"])
+    desktop = desktop_config_dir(os.environ, sys.platform)
+    comfy = ComfyUISettings(
+        comfy_path, extra, comfyui["download_hosts"], desktop / DESKTOP_YAML if desktop else None
+    )
     cache = section("cache")
     if "root" in cache:
         root = Path(cache.pop("root")).expanduser()
+    elif base := _download_base(comfy):  # ComfyUI-Manager's download_model_base
+        root = base
     elif comfy_path is not None:  # ComfyUI's own models/ folder
         root = comfy_path / "models"
     else:
@@ -187,10 +194,16 @@ def validate(raw: Mapping[str, Any], origin: str, paths: Paths) -> Settings:
         sources=sources,
         auth=_parse_auth(raw["auth"], origin) if "auth" in raw else {},
         prefetch=PrefetchSettings(**section("prefetch")),
-        comfyui=ComfyUISettings(comfy_path, extra, comfyui["download_hosts"]),
+        comfyui=comfy,
         cluster=ClusterSettings(**section("cluster")),
         endpoints=Endpoints(section("huggingface")["endpoint"], section("civitai")["endpoint"]),
     )
+
+
+def _download_base(comfy: ComfyUISettings) -> Path | None:
+    """Where ComfyUI-Manager puts new models, if an extra-paths file that exists says so."""
+    files = tuple(f for f in comfy.yaml_files if f.is_file())
+    return load_extra_paths(files).download_base if files else None
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -99,12 +99,15 @@ class ComfyUISettings:
     path: Path | None
     extra_model_paths: tuple[Path, ...]
     download_hosts: tuple[str, ...] = DEFAULT_DOWNLOAD_HOSTS
+    desktop_yaml: Path | None = None  # ComfyUI Desktop's extra_models_config.yaml
 
     @property
     def yaml_files(self) -> tuple[Path, ...]:
-        """``<path>/extra_model_paths.yaml`` (when ComfyUI is known), then the configured ones."""
+        """``<path>/extra_model_paths.yaml`` (when ComfyUI is known), the configured ones, then
+        ComfyUI Desktop's (each read only when it exists)."""
         own = (self.path / "extra_model_paths.yaml",) if self.path else ()
-        return own + self.extra_model_paths
+        desktop = (self.desktop_yaml,) if self.desktop_yaml else ()
+        return own + self.extra_model_paths + desktop
 
 
 @dataclass(frozen=True)

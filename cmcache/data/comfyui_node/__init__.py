@@ -3,6 +3,7 @@
 Written by ``cmcache comfyui install``. It talks to cmcache only through cmcache's command line
 (the command recorded in cmcache.json beside this file), so ComfyUI's Python needs nothing
 installed. Whatever goes wrong here, ComfyUI keeps its stock behaviour: one log line, no error.
+With ComfyUI's server it also serves the page (``server_side.py``, the extension in ``web/``).
 """
 
 import json
@@ -14,6 +15,7 @@ import time
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
+WEB_DIRECTORY = "./web"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _log = logging.getLogger("cmcache")
@@ -33,23 +35,33 @@ class _Cli:
         self.command = [*conf["command"], "--comfyui", conf["comfyui"]]
         self.env = {**os.environ, **conf.get("env", {})}
 
-    def run(self, *args, timeout=None):
+    def run(self, *args, timeout=None, data=None):
         return subprocess.run(
             [*self.command, *args],
             env=self.env,
             capture_output=True,
+            input=data,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            stdin=None if data is not None else subprocess.DEVNULL,
             check=False,
         )
 
-    def spawn(self, *args, data=""):
+    def json(self, *args, timeout=120, data=None):
+        """Run with --json; the envelope, whatever the exit code (it says what went wrong)."""
+        done = self.run("--json", *args, timeout=timeout, data=data)
+        try:
+            return json.loads(done.stdout)
+        except ValueError:
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"cmcache {args[0]} exited {done.returncode}: {reason}") from None
+
+    def spawn(self, *args, data="", stdout=subprocess.DEVNULL):
         process = subprocess.Popen(
             [*self.command, *args],
             env=self.env,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
@@ -69,6 +81,7 @@ class _Catalog:
         self.cli = cli
         self.folders = {}
         self.stamps = []
+        self.queue_log = None
         self.signature = None
         self.next_check = 0.0
         self.lock = threading.Lock()
@@ -84,18 +97,33 @@ class _Catalog:
                     self._refresh(now)
         return self.folders.get(folder, frozenset())
 
+    def refresh_now(self):
+        """Look at the stamps now."""
+        with self.lock:
+            self._refresh(time.monotonic())
+
+    def add(self, models):
+        """Names the list ``workflow`` just took ({"folder", "filename"}): known at once, and
+        the stamps they changed count as seen, so no second process reads them back."""
+        with self.lock:
+            for model in models:
+                names = self.folders.get(model["folder"], frozenset())
+                self.folders[model["folder"]] = names | {model["filename"]}
+            if self.stamps:
+                self.signature = self._signature()
+
     def _refresh(self, now):
         self.next_check = now + self.CHECK_EVERY
         if self.signature is not None and self._signature() == self.signature:
             return
         try:
-            done = self.cli.run("--json", "comfyui", "catalog", timeout=120)
-            data = json.loads(done.stdout)["data"]
+            data = self.cli.json("comfyui", "catalog", timeout=120)["data"]
         except Exception as exc:
             self.next_check = now + self.RETRY_AFTER
             raise RuntimeError(f"cannot read the catalog: {exc}") from None
         self.folders = {f: frozenset(names) for f, names in data["folders"].items()}
         self.stamps = data["stamps"]
+        self.queue_log = data.get("queue_log")
         self.signature = self._signature()
 
 
@@ -174,29 +202,15 @@ def _install():
 
     folder_paths.get_filename_list = get_filename_list
     folder_paths.get_full_path = get_full_path
-    _watch_prompts(cli)
-
-
-def _watch_prompts(cli):
-    """When a prompt is queued, start fetching every catalog model it names, in parallel."""
     try:
         import server
 
         instance = server.PromptServer.instance
     except Exception:
         return  # no server: ComfyUI is used as a library
+    from .server_side import serve
 
-    def on_prompt(json_data):
-        try:
-            prompt = json_data.get("prompt")
-            if isinstance(prompt, dict):
-                args = ("-q", "pull", "--priority", "high", "--workflow", "-")
-                cli.spawn(*args, data=json.dumps(prompt))
-        except Exception as exc:
-            _warn_once("fetching a prompt's models", exc)
-        return json_data
-
-    instance.add_on_prompt_handler(on_prompt)
+    serve(instance, cli, catalog, folder_paths, _warn_once)
 
 
 try:
