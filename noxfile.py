@@ -81,6 +81,15 @@ def browser(session: nox.Session) -> None:
     session.run("pytest", "tests/browser", *session.posargs, env=env)
 
 
+@nox.session(default=False)
+def page_costs(session: nox.Session) -> None:
+    """What the node and its extension cost ComfyUI: page load, idle CPU (page_costs.json)."""
+    install_project(session, "test", "browser")
+    venv = comfyui_venv(session)
+    env = {"CMCACHE_COMFYUI_VENV": str(venv) if venv else ""}
+    session.run("python", "benchmarks/comfyui_page.py", *session.posargs, env=env)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff, and the layer contracts (import-linter) over the installed package."""

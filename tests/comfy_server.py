@@ -77,16 +77,23 @@ def make_base(where: Path) -> Path:
     return where
 
 
+def copy_tree(code: Path) -> Path:
+    """A writable copy of ComfyUI's tree (the server writes beside its code)."""
+    shutil.copytree(SHARED_TREE, code, ignore=shutil.ignore_patterns("__pycache__", ".ci"))
+    for path in [code, *code.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)  # the shared copy is read-only
+    return code
+
+
 def start_comfyui(code: Path, base: Path, env: dict[str, str], log: Path) -> ComfyServer:
     """Start ComfyUI from ``code`` with ``--base-directory base``; returns once it answers."""
-    if not code.exists():
-        shutil.copytree(SHARED_TREE, code, ignore=shutil.ignore_patterns("__pycache__", ".ci"))
-        for path in [code, *code.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)  # the shared copy is read-only
     python = Path(os.environ["CMCACHE_COMFYUI_VENV"]) / "bin" / "python"
     port = free_port()
     command = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
-    command += ["--base-directory", str(base), "--disable-auto-launch"]
+    # No API nodes (nothing from the internet, a quicker start); the database in memory, so
+    # that two servers can share one tree.
+    command += ["--base-directory", str(base), "--disable-auto-launch", "--disable-api-nodes"]
+    command += ["--database-url", "sqlite:///:memory:"]
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -13,6 +13,8 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ if not os.environ.get("CMCACHE_BROWSER_TESTS"):
 from comfy_server import (
     CHROMIUM,
     ComfyServer,
+    copy_tree,
     make_base,
     start_comfyui,
     tiny_upscale_model,
@@ -95,12 +98,44 @@ def comfy_env(cli: Cli) -> dict[str, str]:
     return {k: v for k, v in cli.env.items() if not k.startswith(drop)}
 
 
+@dataclass
+class Servers:
+    """The ComfyUI the tests share, and one whose cmcache is gone (started side by side)."""
+
+    main: ComfyServer
+    gone: ComfyServer
+
+
 @pytest.fixture(scope="module")
-def server(shell: Cli) -> Iterator[ComfyServer]:
-    base = Path(shell.env["CMCACHE_COMFYUI"])
-    started = start_comfyui(base.parent / "ComfyUI", base, comfy_env(shell), base.parent / "log")
+def servers(shell: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    top = Path(shell.env["CMCACHE_COMFYUI"]).parent
+    code = copy_tree(top / "ComfyUI")
+    # A second base directory whose node's recorded interpreter was uninstalled since.
+    elsewhere = tmp_path_factory.mktemp("gone")
+    gone = Cli(elsewhere / "home")
+    gone.env["CMCACHE_COMFYUI"] = str(make_base(elsewhere / "base"))
+    assert gone("comfyui", "install").code == 0
+    record = elsewhere / "base" / "custom_nodes" / "cmcache" / "cmcache.json"
+    conf = json.loads(record.read_text())
+    conf["command"] = [str(elsewhere / "uninstalled" / "python"), "-m", "cmcache"]
+    record.write_text(json.dumps(conf))
+    present = elsewhere / "base" / "models" / "upscale_models"
+    present.mkdir(parents=True)
+    (present / "here.safetensors").write_bytes(tiny_upscale_model())
+    with ThreadPoolExecutor(2) as pool:
+        main = pool.submit(start_comfyui, code, top / "base", comfy_env(shell), top / "log")
+        other = pool.submit(
+            start_comfyui, code, elsewhere / "base", comfy_env(gone), elsewhere / "log"
+        )
+        started = Servers(main.result(), other.result())
     yield started
-    started.stop()
+    started.main.stop()
+    started.gone.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers: Servers) -> ComfyServer:
+    return servers.main
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +146,11 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+@pytest.fixture(scope="module")
+def page(browser: Browser, server: ComfyServer) -> Iterator[Page]:
+    """One page on the shared server, opened once, as a person keeps a tab open."""
     opened = browser.new_page(viewport={"width": 1280, "height": 800})
+    open_comfyui(opened, server)
     yield opened
     opened.close()
 
@@ -167,7 +204,6 @@ def finished(server: ComfyServer, before: set[str], timeout: float = 180) -> dic
 
 
 def test_the_page_loads_with_the_panel(page: Page, server: ComfyServer) -> None:
-    open_comfyui(page, server)
     page.wait_for_selector("#cmcache-panel", state="attached")
     page.wait_for_function(
         "() => /of|no budget/.test(document.querySelector('#cmcache-panel .cmcache-cache')"
@@ -187,7 +223,6 @@ def test_a_declared_model_is_not_missing_and_run_brings_it_verified(
     near.fault("wf/tiny-up.bin", rate=MiB)
     declared = {"name": "tiny-up.safetensors", "url": near.url("wf/tiny-up.bin"),
                 "directory": "upscale_models", "hash": sha, "hash_type": "SHA256"}
-    open_comfyui(page, server)
     load_workflow(page, upscale_workflow("tiny-up.safetensors", declared))
     time.sleep(2)  # the page's own missing-model check runs after the load
     body = page.inner_text("body")
@@ -209,8 +244,6 @@ def test_a_declared_model_is_not_missing_and_run_brings_it_verified(
 
 
 def test_a_pull_in_a_shell_shows_in_the_panel(page: Page, server: ComfyServer, shell: Cli) -> None:
-    open_comfyui(page, server)
-    page.wait_for_selector("#cmcache-panel", state="attached")
     pulling = shell.popen("pull", "shell.safetensors")
     try:
         wait_for_percent(page, "loras/shell.safetensors")
@@ -227,7 +260,6 @@ def test_a_pull_in_a_shell_shows_in_the_panel(page: Page, server: ComfyServer, s
 def test_cancel_from_the_panel_removes_the_partial_file(
     page: Page, server: ComfyServer, shell: Cli
 ) -> None:
-    open_comfyui(page, server)
     pulling = shell.popen("pull", "big.safetensors")
     try:
         ref = "loras/big.safetensors"
@@ -251,7 +283,6 @@ def test_a_host_outside_download_hosts_is_refused_and_never_asked(
     far.add("wf/far.bin", tiny_upscale_model())
     declared = {"name": "far-up.safetensors", "url": far.url("wf/far.bin"),
                 "directory": "upscale_models"}
-    open_comfyui(page, server)
     load_workflow(page, upscale_workflow("far-up.safetensors", declared))
     item = '#cmcache-panel [data-cmcache-missing="upscale_models/far-up.safetensors"]'
     page.wait_for_selector(item)
@@ -264,23 +295,40 @@ def test_a_host_outside_download_hosts_is_refused_and_never_asked(
     assert not (server.base / "models" / "upscale_models" / "far-up.safetensors").exists()
 
 
-def test_without_cmcache_one_notice_and_comfyui_still_runs(
-    page: Page, shell: Cli, tmp_path: Path
+def children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_an_open_page_with_nothing_downloading_starts_no_process(
+    page: Page, server: ComfyServer
 ) -> None:
-    base = make_base(tmp_path / "base")
-    gone = Cli(tmp_path / "home")
-    gone.env["CMCACHE_COMFYUI"] = str(base)
-    assert gone("comfyui", "install").code == 0
-    record = base / "custom_nodes" / "cmcache" / "cmcache.json"
-    conf = json.loads(record.read_text())
-    conf["command"] = [str(tmp_path / "uninstalled" / "python"), "-m", "cmcache"]
-    record.write_text(json.dumps(conf))
-    (base / "models" / "upscale_models").mkdir(parents=True)
-    (base / "models" / "upscale_models" / "here.safetensors").write_bytes(tiny_upscale_model())
-    code = Path(shell.env["CMCACHE_COMFYUI"]).parent / "ComfyUI"  # the tree, once more
-    server = start_comfyui(code, base, comfy_env(gone), tmp_path / "log")
+    pid = server.process.pid
+    wait_for(lambda: not children(pid), timeout=60, what="the last watcher to end")
+    started: set[int] = set()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        started |= children(pid)
+        time.sleep(0.05)
+    assert started == set()
+    assert page.locator("#cmcache-panel").count() == 1
+
+
+def test_without_cmcache_one_notice_and_comfyui_still_runs(
+    browser: Browser, servers: Servers
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
-        open_comfyui(page, server)
+        open_comfyui(page, servers.gone)
         page.wait_for_selector("#cmcache-notice")
         load_workflow(page, upscale_workflow("here.safetensors"))
         load_workflow(page, upscale_workflow("here.safetensors"))
@@ -288,7 +336,7 @@ def test_without_cmcache_one_notice_and_comfyui_still_runs(
         assert page.locator("#cmcache-notice").count() == 1
         assert page.locator("#cmcache-panel").count() == 0
         assert "cmcache is not working" in page.inner_text("#cmcache-notice")
-        history = finished(server, press_run(page, server))
+        history = finished(servers.gone, press_run(page, servers.gone))
         assert history["status"]["status_str"] == "success", history["status"]
     finally:
-        server.stop()
+        page.close()

@@ -51,7 +51,7 @@ class Feed:
     """Follows the queue log; runs the status watcher only while downloads exist."""
 
     POLL = 0.5  # seconds between looks at the queue log's size
-    FRESH = 60.0  # a snapshot older than this is refreshed when a page asks (prune moves it)
+    FRESH = 300.0  # a snapshot older than this is refreshed when a page asks (prune moves it)
 
     def __init__(self, cli, queue_log, send):
         self.cli = cli

@@ -137,8 +137,10 @@ class Node:
         try:
             body, workflow = prompt_body(json_data)
             text = json.dumps(body)
+            known = getattr(self.folder_paths, "folder_names_and_paths", {})
             if workflow is not None and any(
-                not self.available(d, n) for d, n in declared_names(workflow)
+                self.folder_paths.map_legacy(d) in known and not self.available(d, n)
+                for d, n in declared_names(workflow)
             ):
                 self.check(text)  # so that validation, right after this, accepts them
             self.spawn("-q", "comfyui", "workflow", "--pull", "-", data=text)
