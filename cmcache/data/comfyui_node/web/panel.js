@@ -132,7 +132,7 @@ export class Panel {
     if (status.cache && status.downloads) {
       // A full snapshot: a running row it no longer holds has ended (its end follows).
       for (const [ref, row] of this.rows) {
-        if (!seen.has(ref) && !row.dataset.final) this.finish({ ref, state: "placed" }, true);
+        if (!seen.has(ref) && !row.dataset.final) this.finish({ ref, state: "ended" }, true);
       }
     }
     for (const e of status.ended || []) this.finish(e, false);
@@ -204,7 +204,9 @@ export class Panel {
     if (guessed && shown.dataset.final) return;
     shown.dataset.final = "yes";
     shown.dataset.state = e.state;
-    const label = { placed: "placed ✓", failed: "failed", cancelled: "cancelled", lost: "lost" };
+    const label = {
+      placed: "placed ✓", failed: "failed", cancelled: "cancelled", lost: "lost", ended: "ended",
+    };
     shown.querySelector(".cmcache-pct").textContent = label[e.state] || e.state;
     if (e.state === "placed") shown.querySelector(".cmcache-bar > div").style.width = "100%";
     shown.querySelector(".cmcache-speed").textContent = "";
@@ -213,7 +215,7 @@ export class Panel {
     shown.querySelector(".cmcache-cancel").hidden = true;
     shown.querySelector(".cmcache-reason").textContent = e.reason || "";
     clearTimeout(this.timers.get(e.ref));
-    const keep = e.state === "placed" || e.state === "cancelled" ? KEEP_PLACED_MS : KEEP_FAILED_MS;
+    const keep = ["placed", "ended"].includes(e.state) ? KEEP_PLACED_MS : KEEP_FAILED_MS;
     this.timers.set(
       e.ref,
       setTimeout(() => {
