@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import Cli
 from origin import Origin
-from pulling import FAST_RETRIES, wait_for
+from pulling import FAST_RETRIES
 
 MiB = 1 << 20
 

@@ -20,15 +20,7 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + hidden
 
 
-def host_of(url: str) -> str:
-    """The URL's host name, lower-cased ("" when it has none or cannot be parsed)."""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
-def host_allowed(url: str, hosts: Iterable[str]) -> bool:
-    """Whether the URL's host is one of ``hosts`` or a subdomain of one."""
-    host = host_of(url)
+def host_allowed(host: str, hosts: Iterable[str]) -> bool:
+    """Whether ``host`` is one of ``hosts`` or a subdomain of one."""
+    host = host.lower()
     return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)

@@ -13,6 +13,7 @@ from cmcache.core.catalog import Catalog
 from cmcache.core.comfyui import ExtraPaths, load_extra_paths
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.formats import parse_manifest
+from cmcache.core.sourcerefs import visible_host
 from cmcache.core.states import LocalState
 from cmcache.core.urls import host_allowed
 from cmcache.services.workflow import WORKFLOW_SOURCE
@@ -68,7 +69,7 @@ def load_catalog(settings: Settings) -> Catalog:
 
 def workflow_list(settings: Settings) -> OwnList:
     """The list ``workflow``: models that workflows opened in ComfyUI declared."""
-    return OwnList(settings.paths.state_dir / "lists", WORKFLOW_SOURCE)
+    return OwnList(settings.paths.state_dir, WORKFLOW_SOURCE)
 
 
 def _workflow_entries(settings: Settings, warnings: list[str]) -> list[Entry]:
@@ -83,7 +84,7 @@ def _workflow_entries(settings: Settings, warnings: list[str]) -> list[Entry]:
         warnings.append(exc.message)
         return []
     allowed = settings.allowed_hosts()
-    return [e for e in parsed.entries if host_allowed(e.urls[0], allowed)]
+    return [e for e in parsed.entries if host_allowed(visible_host(e.urls[0]), allowed)]
 
 
 def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalState]:

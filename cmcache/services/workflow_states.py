@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cmcache.core.errors import ManifestError
-from cmcache.core.manifest.safety import location_problem, url_problem
+from cmcache.core.manifest.safety import location_problem, model_url_problem
+from cmcache.core.sourcerefs import visible_host
 from cmcache.core.states import LocalState
-from cmcache.core.urls import host_allowed, host_of, redact
+from cmcache.core.urls import host_allowed, redact
 from cmcache.core.workflow import read_workflow
 from cmcache.services.catalog import WORKFLOW_SOURCE, extra_paths, load_catalog, workflow_list
 
@@ -117,12 +118,11 @@ def check_workflows(
             states.append(ModelState(folder, filename, state, why))
             continue
         url = redact(declared.url)
-        problem = location_problem(folder, filename) or url_problem(declared.url)
-        if not problem and not host_allowed(declared.url, allowed):
-            problem = (
-                f"{host_of(declared.url) or 'its host'} is not an allowed download host "
-                "([comfyui] download_hosts)"
-            )
+        problem = location_problem(folder, filename) or model_url_problem(declared.url)
+        host = visible_host(declared.url)
+        if not problem and not host_allowed(host, allowed):
+            shown = host or "its host"
+            problem = f"{shown} is not an allowed download host ([comfyui] download_hosts)"
         if problem:
             state = PRESENT if here else REFUSED
             states.append(ModelState(folder, filename, state, "" if here else problem, url))

@@ -1,4 +1,4 @@
-"""Lists cmcache writes itself, in its own format: ``<state>/lists/<name>.json``.
+"""Lists cmcache writes itself, in its own format: ``<state>/<name>.json``.
 
 The list ``workflow`` holds the models that workflows opened in ComfyUI declared: they become
 on-demand catalog entries (source ``workflow``). Read-modify-write happens under a lock, so two
