@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from conftest import Cli
-from origin import Origin
-from pulling import FAST_RETRIES
+from hubs import HfHub
+from origin import Origin, random_bytes
+from pulling import FAST_RETRIES, wait_for
 
 MiB = 1 << 20
 
@@ -205,11 +206,15 @@ def test_the_queue_log_says_when_downloads_begin_and_end_and_why(
 ) -> None:
     good = origin.add_random("files/good.bin", 64 * 1024)
     origin.add_random("files/bad.bin", 64 * 1024)
+    slow = origin.add_random("files/slow.bin", 8 * MiB)
+    origin.fault("files/slow.bin", rate=MiB)
     models = [
         {"folder": "loras", "filename": "good.safetensors", "url": origin.url("files/good.bin"),
          "sha256": good},
         {"folder": "loras", "filename": "bad.safetensors", "url": origin.url("files/bad.bin"),
          "sha256": "ab" * 32},
+        {"folder": "loras", "filename": "slow.safetensors", "url": origin.url("files/slow.bin"),
+         "sha256": slow},
     ]
     listing = cli.home / "list.json"
     listing.parent.mkdir(parents=True, exist_ok=True)
@@ -218,14 +223,30 @@ def test_the_queue_log_says_when_downloads_begin_and_end_and_why(
     assert cli("sync").code == 0
     assert cli("pull", "good.safetensors").code == 0
     assert cli("pull", "bad.safetensors").code == 7
-    events = [(e["ref"], e["event"]) for e in log_events(cli)]
-    assert events == [
+    pulling = cli.popen("pull", "slow.safetensors")
+    try:
+        wait_for(lambda: ("loras/slow.safetensors", "queued") in events(cli), what="the start")
+        assert cli("cancel", "slow.safetensors").code == 0
+    finally:
+        assert pulling.wait(timeout=60) == 6
+    assert events(cli)[:4] == [
         ("loras/good.safetensors", "queued"),
         ("loras/good.safetensors", "placed"),
         ("loras/bad.safetensors", "queued"),
         ("loras/bad.safetensors", "failed"),
     ]
-    assert "sha256" in log_events(cli)[-1]["reason"]
+    assert "sha256" in log_events(cli)[3]["reason"]
+    # Cancelled, by the cancel and then by the pull that owned it: never "failed".
+    assert set(events(cli)[4:]) == {
+        ("loras/slow.safetensors", "queued"), ("loras/slow.safetensors", "cancelled")
+    }
+
+
+def events(cli: Cli) -> list[tuple[str, str]]:
+    try:
+        return [(e["ref"], e["event"]) for e in log_events(cli)]
+    except FileNotFoundError:
+        return []
 
 
 def test_status_watch_prints_the_queue_while_it_moves_then_ends(
@@ -258,3 +279,28 @@ def test_status_watch_prints_the_queue_while_it_moves_then_ends(
     assert done == sorted(done)  # progress only goes forward
     assert not any(d["state"] == "active" for d in lines[-1]["data"]["downloads"])
     assert pulling.returncode == 0
+
+
+def test_by_default_hugging_face_declarations_pass_and_others_are_refused(
+    cli: Cli, hf: HfHub, storage: Origin
+) -> None:
+    sha = hf.add("org/flows", "m.safetensors", random_bytes(50_000, seed=7))
+    storage.add("wf/else.bin", random_bytes(4096, seed=8))
+    flow = ui_workflow(
+        [
+            {"name": "m.safetensors", "directory": "loras", "hash": sha, "hash_type": "SHA256",
+             "url": "https://huggingface.co/org/flows/resolve/main/m.safetensors"},
+            {"name": "else.safetensors", "directory": "loras", "url": storage.url("wf/else.bin")},
+        ],
+        [],
+    )
+    result = cli("--json", "comfyui", "workflow", "--pull", "-", input=json.dumps(flow))
+    assert result.code == 4, result.stderr
+    data = result.json()["data"]
+    states = {m["ref"]: (m["state"], m["url"]) for m in data["models"]}
+    assert states["loras/m.safetensors"][0] == "on-demand"  # huggingface.co: a default host
+    assert states["loras/else.safetensors"][0] == "refused"
+    assert [(r["ref"], r["outcome"], r["sha256"]) for r in data["results"]] == [
+        ("loras/m.safetensors", "downloaded", sha)
+    ]
+    assert storage.requests_for("wf/else.bin") == []

@@ -294,7 +294,7 @@ class Downloader:
         if transfer is None:
             job = self.index.job_for(live.target.entry.folder, live.target.entry.filename)
             if job is None or job.gid != live.gid:  # `cancel` forgot it in another process
-                self._fail(live, ExitCode.DOWNLOAD, f"{ref}: cancelled")
+                self._fail(live, ExitCode.DOWNLOAD, f"{ref}: cancelled", ended="cancelled")
                 return
             self._start(live, opts)  # the daemon lost it (restarted without a session)
             return
@@ -309,7 +309,7 @@ class Downloader:
                 self.link.engine(live.engine_url).forget_result(live.gid)
             self._verifier.start(live)
         elif transfer.status == TransferStatus.REMOVED:
-            self._fail(live, ExitCode.DOWNLOAD, f"{ref}: cancelled")
+            self._fail(live, ExitCode.DOWNLOAD, f"{ref}: cancelled", ended="cancelled")
         elif transfer.status == TransferStatus.ERROR:
             with contextlib.suppress(EngineError, RpcError):
                 self.link.engine(live.engine_url).forget_result(live.gid)
@@ -412,13 +412,15 @@ class Downloader:
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _fail(self, live: Live, code: int, message: str) -> None:
+    def _fail(self, live: Live, code: int, message: str, *, ended: str = "failed") -> None:
+        """End a download that did not place its file; ``ended`` is what the queue log says
+        (a cancelled one is not a failure to whoever shows the queue)."""
         entry = live.target.entry
         if live.gid:
             self._drop(live.engine_url, live.gid)
         remove_quietly(live.target.staging, live.target.control)
         with contextlib.suppress(CacheError):  # a full disk: `status` drops the job later
-            self.index.forget_job(entry.folder, entry.filename, ended="failed", reason=message)
+            self.index.forget_job(entry.folder, entry.filename, ended=ended, reason=message)
         self._finish(
             live,
             Outcome(

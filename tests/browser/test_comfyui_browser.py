@@ -214,6 +214,17 @@ def test_the_page_loads_with_the_panel(page: Page, server: ComfyServer) -> None:
     assert status["downloads"] == [] and "managed_bytes" in status["cache"]
 
 
+def test_a_model_nothing_can_supply_is_listed_with_why(page: Page) -> None:
+    load_workflow(page, upscale_workflow("nowhere.safetensors"))  # declares nothing
+    item = '#cmcache-panel [data-cmcache-missing="upscale_models/nowhere.safetensors"]'
+    page.wait_for_selector(item)
+    assert "no catalog lists it" in page.inner_text(item)
+    nothing_lacking = {"nodes": [], "links": [], "groups": [], "config": {}, "extra": {},
+                       "version": 0.4, "last_node_id": 0, "last_link_id": 0}
+    load_workflow(page, nothing_lacking)
+    page.wait_for_selector(item, state="detached")
+
+
 def test_a_declared_model_is_not_missing_and_run_brings_it_verified(
     page: Page, server: ComfyServer, shell: Cli, origins: tuple[Origin, Origin]
 ) -> None:
@@ -273,7 +284,8 @@ def test_cancel_from_the_panel_removes_the_partial_file(
             pulling.kill()
     assert not [p for p in staging.iterdir() if "big.safetensors" in p.name]
     assert not (server.base / "models" / "loras" / "big.safetensors").exists()
-    assert server.get("/cmcache/status")["downloads"] == []
+    wait_for(lambda: server.get("/cmcache/status")["downloads"] == [], timeout=15, what="it gone")
+    page.wait_for_selector(row(ref), state="detached", timeout=15_000)  # the panel lets it go
 
 
 def test_a_host_outside_download_hosts_is_refused_and_never_asked(

@@ -52,6 +52,7 @@ class Feed:
 
     POLL = 0.5  # seconds between looks at the queue log's size
     FRESH = 300.0  # a snapshot older than this is refreshed when a page asks (prune moves it)
+    LATER = 5.0  # ... this long after the page asked
 
     def __init__(self, cli, queue_log, send):
         self.cli = cli
@@ -73,9 +74,13 @@ class Feed:
         self.watch()  # the first snapshot
 
     def current(self, timeout):
-        """The latest snapshot (refreshed if stale), or {"error": why}."""
-        if time.monotonic() - self.updated > self.FRESH:
-            self.watch()
+        """The latest snapshot, or {"error": why}. A stale one is refreshed a little later,
+        not while the page that asked is still loading."""
+        if self.snapshot is not None and time.monotonic() - self.updated > self.FRESH:
+            self.updated = time.monotonic()  # one refresh, however many pages ask
+            timer = threading.Timer(self.LATER, self.watch)
+            timer.daemon = True
+            timer.start()
         self.ready.wait(timeout)
         with self.lock:
             if self.snapshot is None:

@@ -8,6 +8,7 @@ const STATUS_WAIT_MS = 3000; // how long a workflow load waits to learn whether 
 
 let available = null; // null: not known yet; true / false once /cmcache/status answered
 let statusAnswer = null;
+let pendingCheck = null; // a loaded workflow that declares nothing, for afterConfigureGraph
 const panel = new Panel({
   pause: (id) => act("pause", id),
   resume: (id) => act("resume", id),
@@ -70,6 +71,22 @@ async function checkWorkflow(graph) {
   return answer;
 }
 
+// Whether a dropdown of the loaded graph (subgraphs included) holds a value not among its options.
+function lacksAValue() {
+  const graphs = [app.graph, ...(app.graph?.subgraphs?.values?.() || [])];
+  return graphs.some((g) =>
+    (g?.nodes || g?._nodes || []).some((node) =>
+      (node.widgets || []).some(
+        (w) =>
+          w.type === "combo" &&
+          typeof w.value === "string" &&
+          Array.isArray(w.options?.values) &&
+          !w.options.values.includes(w.value),
+      ),
+    ),
+  );
+}
+
 // The node types a workflow uses, subgraphs included.
 function nodeTypes(graph) {
   const graphs = [graph, ...(graph.definitions?.subgraphs || [])];
@@ -93,12 +110,7 @@ async function refreshTypes(types) {
 async function beforeLoad(graph) {
   if (!graph || !Array.isArray(graph.nodes)) return;
   if (!declaresModels(graph)) {
-    // Nothing to register: say what cannot be had without holding the load up.
-    const later = window.requestIdleCallback || ((fn) => setTimeout(fn, 500));
-    later(async () => {
-      await statusAnswer;
-      if (available) checkWorkflow(graph).catch((e) => console.warn("cmcache:", e));
-    });
+    pendingCheck = graph; // nothing to register: afterConfigureGraph asks only if need be
     return;
   }
   if (available === null) {
@@ -129,6 +141,22 @@ app.registerExtension({
     });
   },
   async beforeConfigureGraph(graph) {
+    pendingCheck = null;
     await beforeLoad(graph);
+  },
+  async afterConfigureGraph() {
+    // A workflow that declares nothing: cmcache is asked why a model cannot be had only when a
+    // dropdown holds a value ComfyUI does not list (most loads ask nothing, start nothing).
+    const graph = pendingCheck;
+    pendingCheck = null;
+    if (!graph) return; // a workflow that declares models was checked before it was built
+    if (!lacksAValue()) {
+      panel.showMissing([]);
+      return;
+    }
+    setTimeout(async () => {
+      await statusAnswer;
+      if (available) checkWorkflow(graph).catch((e) => console.warn("cmcache:", e));
+    }, 0);
   },
 });
