@@ -13,9 +13,7 @@ from cmcache.core.catalog import Catalog
 from cmcache.core.comfyui import ExtraPaths, load_extra_paths
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.formats import parse_manifest
-from cmcache.core.sourcerefs import visible_host
 from cmcache.core.states import LocalState
-from cmcache.core.urls import host_allowed
 from cmcache.services.workflow import WORKFLOW_SOURCE
 
 if TYPE_CHECKING:
@@ -83,8 +81,8 @@ def _workflow_entries(settings: Settings, warnings: list[str]) -> list[Entry]:
     except ManifestError as exc:
         warnings.append(exc.message)
         return []
-    allowed = settings.allowed_hosts()
-    return [e for e in parsed.entries if host_allowed(visible_host(e.urls[0]), allowed)]
+    policy = settings.download_policy()
+    return [e for e in parsed.entries if policy.refusal(e.urls[0]) is None]
 
 
 def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalState]:

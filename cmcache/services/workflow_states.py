@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.safety import location_problem, model_url_problem
-from cmcache.core.sourcerefs import visible_host
 from cmcache.core.states import LocalState
-from cmcache.core.urls import host_allowed, redact
+from cmcache.core.urls import redact
 from cmcache.core.workflow import read_workflow
-from cmcache.services.catalog import WORKFLOW_SOURCE, extra_paths, load_catalog, workflow_list
+from cmcache.services.catalog import extra_paths, load_catalog, workflow_list
+from cmcache.services.workflow import WORKFLOW_SOURCE
 
 if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings
@@ -100,7 +100,7 @@ def check_workflows(
             for folder, name in needs.named:
                 wanted.setdefault(f"{folder}/{_posix(name)}", (folder, _posix(name), None))
     catalog = load_catalog(settings)
-    allowed = settings.allowed_hosts()
+    policy = settings.download_policy()
     present = _presence(settings, [(f, n) for f, n, _d in wanted.values()])
     states: list[ModelState] = []
     registering: list[dict[str, Any]] = []
@@ -118,14 +118,15 @@ def check_workflows(
             states.append(ModelState(folder, filename, state, why))
             continue
         url = redact(declared.url)
-        problem = location_problem(folder, filename) or model_url_problem(declared.url)
-        host = visible_host(declared.url)
-        if not problem and not host_allowed(host, allowed):
-            shown = host or "its host"
-            problem = f"{shown} is not an allowed download host ([comfyui] download_hosts)"
+        problem = (
+            location_problem(folder, filename)
+            or model_url_problem(declared.url)
+            or policy.refusal(declared.url)
+            or declared.problem
+        )
         if problem:
-            state = PRESENT if here else REFUSED
-            states.append(ModelState(folder, filename, state, "" if here else problem, url))
+            why = "" if here else problem.replace(declared.url, url)  # never a token shown
+            states.append(ModelState(folder, filename, PRESENT if here else REFUSED, why, url))
             continue
         registering.append(_declaration(folder, filename, declared))
         state = PRESENT if here else ON_DEMAND

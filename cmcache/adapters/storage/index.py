@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cmcache.adapters.storage.uses import USES_SCHEMA, UseLog
 from cmcache.adapters.storage.queue_log import QUEUE_LOG, QueueLog
+from cmcache.adapters.storage.uses import USES_SCHEMA, UseLog
 from cmcache.core.errors import CacheError, DiskFullError
 
 if TYPE_CHECKING:
