@@ -15,7 +15,7 @@ def forget(
     refs: Annotated[
         list[str],
         typer.Argument(
-            metavar="REF...",
+            metavar="REF…",
             help="Models of the local list: ref, file name, or the link or ref pulled with.",
         ),
     ],
