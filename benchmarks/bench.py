@@ -667,7 +667,7 @@ def disk(base: Path, files: int) -> dict[str, Any]:
     `du -sb` over the same tree for scale."""
     from cmcache.adapters.storage.index import Index
     from cmcache.core.settings.load import load_settings
-    from cmcache.services.disk import disk_usage
+    from cmcache.services.disk.du import disk_usage
 
     home = base / "disk-home"
     root = home / "models"

@@ -71,7 +71,7 @@ def big_log(base: Path, data: dict[str, Any]) -> dict[str, Any]:
     """A million uses in the last 30 days of one index (the month's users, many times over, at
     a prompt every 10-30 s), then `cmcache predict` over it."""
     from cmcache.adapters.storage.index import Index
-    from cmcache.services.predict import read_forecast
+    from cmcache.services.cache.predict import read_forecast
 
     home = Path(tempfile.mkdtemp(prefix="predict-home-", dir=base))
     root = home / "models"

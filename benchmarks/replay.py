@@ -2,9 +2,10 @@
 
 One pass *learns*: every use goes into a real index (``Index.record_use``,
 which keeps the runs prediction reads) and, at every session start and every hourly tick, the
-product's services answer as they would then: the forecast (``services.predict.read_forecast``)
-and what prefetch wants (``services.prefetch.wanted_entries``: listed, predicted, popular). The
-log does not depend on the policy, so these answers serve every replay.
+product's services answer as they would then: the forecast
+(``services.cache.predict.read_forecast``) and what prefetch wants
+(``services.cache.prefetch.wanted_entries``: listed, predicted, popular). The log does not depend
+on the policy, so these answers serve every replay.
 
 Each replay then moves a simulated cache through time with the product's planners:
 ``plan_prune`` (after every session's downloads, and hourly, to the budget) and
@@ -32,8 +33,8 @@ from cmcache.core.planning.prefetch import Wanted, plan_prefetch
 from cmcache.core.planning.prune import Candidate, CostOrder, cost_order, plan_prune
 from cmcache.core.settings.model import PrefetchSettings
 from cmcache.core.targets import Target
-from cmcache.services.predict import read_forecast
-from cmcache.services.prefetch import Want, wanted_entries
+from cmcache.services.cache.predict import read_forecast
+from cmcache.services.cache.prefetch import Want, wanted_entries
 
 HOUR = 3600.0
 THROUGHPUT = {"huggingface.co": 50 * 2**20}  # bytes/s, as measured from a cloud GPU box

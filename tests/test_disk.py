@@ -491,7 +491,7 @@ def test_prune_partials_usage_errors(cli: Cli, args: list[str], says: str) -> No
 def test_a_whole_repository_is_one_managed_model(cli: Cli) -> None:
     from cmcache.adapters.storage.hashing import fingerprint
     from cmcache.adapters.storage.index import FileRecord
-    from cmcache.services.placement import hash_file
+    from cmcache.services.download.placement import hash_file
 
     repo = cli.root / "LLM" / "Janus-Pro"
     (repo / "sub").mkdir(parents=True)

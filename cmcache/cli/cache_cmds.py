@@ -31,8 +31,8 @@ def path(
     from cmcache.core.planning.queue import PRIORITIES
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.pull import resolve_refs
+    from cmcache.services.cache.store import open_cache_for_reading
+    from cmcache.services.pull.run import resolve_refs
 
     st = state()
     settings = st.settings()
@@ -74,7 +74,7 @@ def path(
 @app.command()
 def touch(refs: RefsArg) -> None:
     """Record a use of models without downloading them."""
-    from cmcache.services.usage import touch_models
+    from cmcache.services.cache.usage import touch_models
 
     st = state()
     touched = touch_models(st.settings(), refs)
@@ -84,7 +84,7 @@ def touch(refs: RefsArg) -> None:
 
 
 def _pin(refs: list[str], pin_it: bool) -> None:
-    from cmcache.services.usage import pin_models
+    from cmcache.services.cache.usage import pin_models
 
     st = state()
     done = pin_models(st.settings(), refs, pin=pin_it)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _catalog() -> Catalog:
-    from cmcache.services.catalog import load_catalog
+    from cmcache.services.sources.catalog import load_catalog
 
     st = state()
     catalog = load_catalog(st.settings())
@@ -46,7 +46,7 @@ def _row(entry: Entry, local: str) -> dict[str, Any]:
 def _render(
     entries: list[Entry], title: str, states: dict[str, LocalState] | None = None
 ) -> list[dict[str, Any]]:
-    from cmcache.services.catalog import local_states
+    from cmcache.services.sources.catalog import local_states
 
     st = state()
     out = st.out
@@ -93,7 +93,7 @@ def list_models(
         entries = [e for e in entries if e.source == source]
     states = None
     if cached or missing:
-        from cmcache.services.catalog import local_states
+        from cmcache.services.sources.catalog import local_states
 
         present = {LocalState.CACHED, LocalState.PINNED, LocalState.EXTERNAL}
         states = local_states(st.settings(), entries)  # one look at the disk, used twice
@@ -133,8 +133,8 @@ def show(
 ) -> None:
     """Show one model and its local state."""
     from cmcache.core.sourcerefs import looks_like_source_ref
-    from cmcache.services.catalog import final_path, local_states
-    from cmcache.services.pull import resolve_refs
+    from cmcache.services.pull.run import resolve_refs
+    from cmcache.services.sources.catalog import final_path, local_states
 
     st = state()
     if looks_like_source_ref(ref):  # remembered, else asked of its source

@@ -26,7 +26,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve this node's verified models to its peers, and heartbeat, until stopped."""
-    from cmcache.services.serve import serve as run_serve
+    from cmcache.services.cluster.serve import serve as run_serve
 
     st = state()
     st.out.info("serving this node's models to its peers; Ctrl-C stops")
@@ -36,7 +36,7 @@ def serve(
 @cluster_app.command("status")
 def cluster_status() -> None:
     """Nodes alive, what each holds, what is being fetched where, origin budget left."""
-    from cmcache.services.cluster import cluster_status as read_status
+    from cmcache.services.cluster.node import cluster_status as read_status
 
     st = state()
     status = read_status(st.settings(), st.out.warn)

@@ -10,7 +10,7 @@ app.add_typer(comfyui_app, name="comfyui")
 
 
 def _render(verb: str) -> None:
-    from cmcache.services.comfyui import install_node, node_status
+    from cmcache.services.comfyui.node import install_node, node_status
 
     st = state()
     settings = st.settings()
@@ -49,7 +49,7 @@ def comfyui_status() -> None:
 @comfyui_app.command("uninstall")
 def comfyui_uninstall() -> None:
     """Remove the node from ComfyUI."""
-    from cmcache.services.comfyui import uninstall_node
+    from cmcache.services.comfyui.node import uninstall_node
 
     st = state()
     removed = uninstall_node(st.settings())
@@ -60,7 +60,7 @@ def comfyui_uninstall() -> None:
 @comfyui_app.command("catalog", hidden=True)
 def comfyui_catalog() -> None:
     """Catalog file names per folder, for the node (JSON with --json)."""
-    from cmcache.services.comfyui import node_catalog
+    from cmcache.services.comfyui.node import node_catalog
 
     st = state()
     data = node_catalog(st.settings())

@@ -55,9 +55,9 @@ def comfyui_workflow(
     from cmcache.cli.common import pull_with_progress
     from cmcache.core.planning.queue import parse_priority
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache
-    from cmcache.services.pull import resolve_refs
-    from cmcache.services.workflow_states import ON_DEMAND, check_workflows
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.comfyui.workflow_states import ON_DEMAND, check_workflows
+    from cmcache.services.pull.run import resolve_refs
 
     if [str(f) for f in files].count("-") > 1:
         raise UsageError("'-' (stdin) can be given once")

@@ -8,8 +8,8 @@ if TYPE_CHECKING:
     from cmcache.cli.output import Output
     from cmcache.core.settings.model import Settings
     from cmcache.core.targets import PullOptions, Target
-    from cmcache.services.cache import Cache
-    from cmcache.services.pull import PullReport
+    from cmcache.services.cache.store import Cache
+    from cmcache.services.pull.run import PullReport
 
 
 def pull_with_progress(
@@ -26,7 +26,7 @@ def pull_with_progress(
 ) -> PullReport:
     """Pull with progress bars (on a terminal) or plain progress lines (off one)."""
     from cmcache.cli.progress import PullProgress
-    from cmcache.services.pull import pull_with_engine
+    from cmcache.services.pull.run import pull_with_engine
 
     with PullProgress(out, show_outcomes=show_outcomes) as progress:
         return pull_with_engine(

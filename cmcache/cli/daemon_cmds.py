@@ -12,7 +12,7 @@ app.add_typer(daemon_app, name="daemon")
 @daemon_app.command("start")
 def daemon_start() -> None:
     """Start the private daemon and keep it running."""
-    from cmcache.services.daemon import start_daemon
+    from cmcache.services.download.daemon import start_daemon
 
     st = state()
     info = start_daemon(st.settings())
@@ -23,7 +23,7 @@ def daemon_start() -> None:
 @daemon_app.command("stop")
 def daemon_stop() -> None:
     """Stop the private daemon (downloads stay resumable)."""
-    from cmcache.services.daemon import stop_daemon
+    from cmcache.services.download.daemon import stop_daemon
 
     st = state()
     stopped = stop_daemon(st.settings())
@@ -34,7 +34,7 @@ def daemon_stop() -> None:
 @daemon_app.command("status")
 def daemon_status() -> None:
     """Say whether the private daemon runs, and where."""
-    from cmcache.services.daemon import daemon_status as read_status
+    from cmcache.services.download.daemon import daemon_status as read_status
 
     st = state()
     found = read_status(st.settings())

@@ -24,7 +24,7 @@ def du(
 ) -> None:
     """Show the bytes under root by state and by folder, against the budget and free space."""
     from cmcache.core.states import DiskState
-    from cmcache.services.disk import disk_usage
+    from cmcache.services.disk.du import disk_usage
 
     st = state()
     usage = disk_usage(st.settings(), folder)
@@ -61,8 +61,8 @@ def dedupe(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, link nothing.")] = False,
 ) -> None:
     """Make identical files under root hard links of one file (known sha256 only)."""
-    from cmcache.services.cache import open_cache
-    from cmcache.services.dedupe import dedupe as run_dedupe
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.disk.dedupe import dedupe as run_dedupe
 
     st = state()
     with open_cache(st.settings()) as cache:

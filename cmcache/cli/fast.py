@@ -85,7 +85,7 @@ def _predict(options: dict[str, str | bool], rest: list[str]) -> int | None:
     json_mode = "--json" in options
     if not json_mode and sys.stdout.isatty():
         return None
-    from cmcache.services.predict import predict_models
+    from cmcache.services.cache.predict import predict_models
 
     try:
         predictions = predict_models(_settings(options), limit)
@@ -122,7 +122,7 @@ def _settings(options: dict[str, str | bool]) -> Settings:
 
 
 def _answer(command: str, refs: list[str], options: dict[str, str | bool]) -> int | None:
-    from cmcache.services.pull import cached_paths
+    from cmcache.services.pull.run import cached_paths
 
     settings = _settings(options)
     targets = cached_paths(settings, refs, command)

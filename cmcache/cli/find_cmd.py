@@ -22,7 +22,7 @@ def find(
 ) -> None:
     """Find Civitai files named exactly NAME: page, version, size, sha256 and the ref to pull."""
     from cmcache.core.names import SHA256_RE
-    from cmcache.services.find import find_name
+    from cmcache.services.sources.find import find_name
 
     if sha256 is not None and not SHA256_RE.match(sha256):
         raise UsageError(f"--hash must be 64 hex digits, got {sha256!r}")

@@ -24,7 +24,7 @@ def forget(
     ] = False,
 ) -> None:
     """Drop models pulled by a link or an hf:/civitai: ref from the local list."""
-    from cmcache.services.remembered import forget_models
+    from cmcache.services.sources.remembered import forget_models
 
     st = state()
     forgotten = forget_models(st.settings(), refs, delete=delete)

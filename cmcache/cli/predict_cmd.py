@@ -17,7 +17,7 @@ def predict(
 ) -> None:
     """Rank the models likely to be needed next, each with its reason."""
     from cmcache.cli.fast import PREDICT_EMPTY, predict_data, predict_lines
-    from cmcache.services.predict import predict_models
+    from cmcache.services.cache.predict import predict_models
 
     st = state()
     predictions = predict_models(st.settings(), limit)

@@ -18,8 +18,8 @@ def prefetch(
     """Make [prefetch] models, predicted and most used ones present, within max_size."""
     from cmcache.cli.progress import PullProgress
     from cmcache.core.states import PullOutcome
-    from cmcache.services.cache import open_cache
-    from cmcache.services.prefetch import run_prefetch
+    from cmcache.services.cache.prefetch import run_prefetch
+    from cmcache.services.cache.store import open_cache
 
     st = state()
     settings = st.settings()

@@ -58,8 +58,8 @@ def prune(
 ) -> None:
     """Remove models until the cache fits its budget, least recently used first (or by cost);
     with --partials, partial downloads nothing will finish instead."""
-    from cmcache.services.cache import open_cache
-    from cmcache.services.prune import run_prune
+    from cmcache.services.cache.prune import run_prune
+    from cmcache.services.cache.store import open_cache
 
     st = state()
     if partials or older_than is not None:
@@ -128,8 +128,8 @@ def prune(
 
 def _prune_partials(older_than: float | None, dry_run: bool) -> None:
     """``prune --partials``: staging files of downloads nothing will finish; models stay."""
-    from cmcache.services.cache import open_cache
-    from cmcache.services.partials import remove_orphaned
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.download.partials import remove_orphaned
 
     st = state()
     settings = st.settings()

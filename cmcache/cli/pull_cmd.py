@@ -16,7 +16,7 @@ from cmcache.core.sizes import parse_size
 
 if TYPE_CHECKING:
     from cmcache.core.targets import Outcome
-    from cmcache.services.workflow import Unknown
+    from cmcache.services.comfyui.workflow import Unknown
 
 
 def _read(path: Path, flag: str) -> str:
@@ -119,8 +119,8 @@ def pull(
     from cmcache.core.refs import read_ref_lines
     from cmcache.core.states import PullOutcome
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.pull_request import PullRequest, pull_request
+    from cmcache.services.cache.store import open_cache_for_reading
+    from cmcache.services.pull.request import PullRequest, pull_request
 
     st = state()
     out = st.out

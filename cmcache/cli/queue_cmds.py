@@ -11,7 +11,7 @@ from cmcache.core.sizes import format_size
 from cmcache.core.targets import PullHooks
 
 if TYPE_CHECKING:
-    from cmcache.services.queue import QueueReport
+    from cmcache.services.download.queue import QueueReport
 
 IdsArg = Annotated[
     list[str] | None, typer.Argument(metavar="ID…", help="Download ids (from status) or refs.")
@@ -33,8 +33,8 @@ WatchOpt = Annotated[
 def status(watch: WatchOpt = False) -> None:
     """Show queued, active, paused and failed downloads."""
     from cmcache.cli.progress import PullProgress, outcome_line
-    from cmcache.services.cache import open_cache_for_reading
-    from cmcache.services.queue import queue_report, watch_queue
+    from cmcache.services.cache.store import open_cache_for_reading
+    from cmcache.services.download.queue import queue_report, watch_queue
 
     st = state()
     settings = st.settings()
@@ -105,8 +105,8 @@ def _render(
 
 
 def _act(action: str, ids: list[str] | None, everything: bool) -> None:
-    from cmcache.services.cache import open_cache
-    from cmcache.services.queue import act_on_jobs
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.download.queue import act_on_jobs
 
     st = state()
     settings = st.settings()

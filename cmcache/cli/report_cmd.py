@@ -11,7 +11,7 @@ from cmcache.cli.app import app, state
 from cmcache.core.sizes import format_size
 
 if TYPE_CHECKING:
-    from cmcache.services.disk_report import WorkflowNeeds
+    from cmcache.services.disk.report import WorkflowNeeds
 
 
 def _when(ts: float | None) -> str:
@@ -54,7 +54,7 @@ def report(
 ) -> None:
     """Report unused models, unknown files, duplicates, stale partials, workflow needs."""
     from cmcache.cli.progress import PullProgress
-    from cmcache.services.disk_report import disk_report
+    from cmcache.services.disk.report import disk_report
 
     st = state()
     with PullProgress(st.out, show_outcomes=False) as progress:

@@ -13,7 +13,7 @@ from cmcache.core.errors import ExitCode
 from cmcache.core.states import ListStatus
 
 if TYPE_CHECKING:
-    from cmcache.services.sync import ListReport
+    from cmcache.services.sources.sync import ListReport
 
 
 def _describe(report: ListReport) -> str:
@@ -46,7 +46,7 @@ def sync(
     ] = False,
 ) -> None:
     """Fetch manifests; only lists whose MD5 changed are downloaded."""
-    from cmcache.services.sync import sync_sources
+    from cmcache.services.sources.sync import sync_sources
 
     st = state()
     settings = st.settings()

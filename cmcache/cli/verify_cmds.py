@@ -22,8 +22,8 @@ def verify(
     """Re-hash managed files against their manifests."""
     from cmcache.core.states import CheckStatus, PullOutcome
     from cmcache.core.targets import PullOptions
-    from cmcache.services.cache import open_cache
-    from cmcache.services.verify import check_models
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.cache.verify import check_models
 
     st = state()
     settings = st.settings()
@@ -65,8 +65,8 @@ def verify(
 @app.command()
 def scan() -> None:
     """Adopt files already under root that match catalog entries."""
-    from cmcache.services.cache import open_cache
-    from cmcache.services.verify import scan_root
+    from cmcache.services.cache.store import open_cache
+    from cmcache.services.cache.verify import scan_root
 
     st = state()
     settings = st.settings()

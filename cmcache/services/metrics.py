@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.storage.manifest_store import ManifestStore
 from cmcache.core.errors import CacheError
 from cmcache.core.files import write_atomic
-from cmcache.services.cache import existing_index
+from cmcache.services.cache.store import existing_index
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

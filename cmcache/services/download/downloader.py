@@ -2,7 +2,7 @@
 
 Rules from aria2's measured behaviour (docs/aria2.md): never ``continue`` a file without its
 control file; a 0-byte control file or error 8 means start clean; verify every file ourselves
-(services/verifying.py); a bad file never reaches its final path.
+(services/download/verifying.py); a bad file never reaches its final path.
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ from cmcache.core.errors import (
 from cmcache.core.files import remove_quietly
 from cmcache.core.states import ProgressState, PullOutcome, TransferStatus
 from cmcache.core.targets import Outcome, Progress, PullHooks, PullOptions, Target
-from cmcache.services.cluster import hand_over, peer_options, peer_timeout
-from cmcache.services.in_flight import (
+from cmcache.services.cluster.node import hand_over, peer_options, peer_timeout
+from cmcache.services.download.in_flight import (
     Live,
     NextStep,
     describe_aria2_error,
     next_poll,
     origin_changed,
 )
-from cmcache.services.placement import Placement, move_verified
-from cmcache.services.priority import rebalance
-from cmcache.services.verifying import Verifier
+from cmcache.services.download.placement import Placement, move_verified
+from cmcache.services.download.priority import rebalance
+from cmcache.services.download.verifying import Verifier
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.index import Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
-    from cmcache.services.cluster import Cluster
+    from cmcache.services.cluster.node import Cluster
 
 POLL = 0.25
 

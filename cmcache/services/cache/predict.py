@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from cmcache.core.planning.predict import forecast
 from cmcache.core.planning.prune import CostOrder, cost_order
-from cmcache.services.cache import existing_index
+from cmcache.services.cache.store import existing_index
 
 if TYPE_CHECKING:
     from cmcache.adapters.storage.index import Index

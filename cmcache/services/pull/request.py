@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 from cmcache.core.errors import UsageError
 from cmcache.core.hosts import host_problem
-from cmcache.services.pull import resolve_targets
+from cmcache.services.pull.run import resolve_targets
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
-    from cmcache.services.workflow import Unknown
+    from cmcache.services.comfyui.workflow import Unknown
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ def pull_request(
         ManifestError: a workflow is not JSON or not a workflow.
     """
     from cmcache.adapters.storage.model_store import ModelStore
-    from cmcache.services.catalog import load_catalog
-    from cmcache.services.sources import Sources
-    from cmcache.services.workflow import plan_workflows
+    from cmcache.services.comfyui.workflow import plan_workflows
+    from cmcache.services.sources.catalog import load_catalog
+    from cmcache.services.sources.refs import Sources
 
     for host in request.allow_hosts:
         problem = host_problem(host)
@@ -74,7 +74,7 @@ def pull_request(
             unknown = plan.unknown
             refused = tuple(u for u in unknown if u.refused)
             if request.find and len(refused) < len(unknown):  # refused ones stay refused
-                from cmcache.services.find import find_unknown
+                from cmcache.services.sources.find import find_unknown
 
                 found, unknown = find_unknown(
                     sources, store, tuple(u for u in unknown if not u.refused)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.manifest.entry import Bundle
-    from cmcache.services.placement import Placement
+    from cmcache.services.download.placement import Placement
 
     Opener = Callable[[], IO[bytes]]
 

@@ -27,14 +27,14 @@ from cmcache.core.errors import CacheError
 from cmcache.core.files import remove_quietly
 from cmcache.core.processes import crash_point
 from cmcache.core.states import DiskState
-from cmcache.services.placement import Placement
-from cmcache.services.survey import Name, Survey, look
+from cmcache.services.disk.survey import Name, Survey, look
+from cmcache.services.download.placement import Placement
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from cmcache.adapters.storage.model_store import ModelStore
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 _RANK = {DiskState.UNMANAGED: 0, DiskState.MANAGED: 1, DiskState.PINNED: 2}
 

@@ -211,7 +211,7 @@ def placement_for(settings: Settings, index: Index) -> Placement:
     """A placement that may ask the origin (with this configuration's tokens) what it serves."""
 
     def ask_origin(entry: Entry) -> tuple[int | None, str | None]:
-        from cmcache.services.sources import Sources
+        from cmcache.services.sources.refs import Sources
 
         sources = Sources(settings)
         try:

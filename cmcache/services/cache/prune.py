@@ -20,9 +20,9 @@ from cmcache.core.planning.prune import (
     protected,
 )
 from cmcache.core.states import LocalState
-from cmcache.services.cluster import withdraw_quietly
-from cmcache.services.placement import trusted
-from cmcache.services.predict import cost_order_for, read_forecast
+from cmcache.services.cache.predict import cost_order_for, read_forecast
+from cmcache.services.cluster.node import withdraw_quietly
+from cmcache.services.download.placement import trusted
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.index import FileRecord, Index
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 Note = Callable[[str], None]
 

@@ -25,7 +25,7 @@ from cmcache.core.manifest.safety import location_problem
 from cmcache.core.sourcerefs import Endpoints, HfFile, HfRepo, hf_resolve_url, parse_source_ref
 from cmcache.core.states import PullOutcome
 from cmcache.core.targets import Outcome, Target
-from cmcache.services.placement import hash_file, mismatch
+from cmcache.services.download.placement import hash_file, mismatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.hubs import HfTreeFile
-    from cmcache.services.placement import Placement
-    from cmcache.services.sources import Sources
+    from cmcache.services.download.placement import Placement
+    from cmcache.services.sources.refs import Sources
 
 # The source of one file of a repository: staged for the repository, never placed on its own.
 REPO_FILE = "repo-file"

@@ -12,12 +12,12 @@ from cmcache.core.errors import ManifestError, RefError
 from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.queue import PRIORITIES
 from cmcache.core.targets import Outcome, PullHooks, PullOptions
-from cmcache.services.catalog import load_catalog
-from cmcache.services.cluster import withdraw_quietly
-from cmcache.services.placement import placement_for
-from cmcache.services.predict import cost_order_for, read_forecast
-from cmcache.services.prune import candidates, execute
-from cmcache.services.pull import pull_with_engine
+from cmcache.services.cache.predict import cost_order_for, read_forecast
+from cmcache.services.cache.prune import candidates, execute
+from cmcache.services.cluster.node import withdraw_quietly
+from cmcache.services.download.placement import placement_for
+from cmcache.services.pull.run import pull_with_engine
+from cmcache.services.sources.catalog import load_catalog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from cmcache.core.manifest.entry import Entry
     from cmcache.core.planning.predict import Forecast
     from cmcache.core.settings.model import PrefetchSettings, Settings
-    from cmcache.services.cache import Cache
-    from cmcache.services.workflow import Unknown
+    from cmcache.services.cache.store import Cache
+    from cmcache.services.comfyui.workflow import Unknown
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def workflow_entries(
 ) -> tuple[list[Want], list[str]]:
     """What the ``[prefetch] workflows`` files need; a warning for what nothing supplies, for
     a declared model that is refused, and for a file that cannot be read (the others count)."""
-    from cmcache.services.workflow import plan_workflows, workflow_files
+    from cmcache.services.comfyui.workflow import plan_workflows, workflow_files
 
     files = workflow_files(settings)
     policy = settings.download_policy()

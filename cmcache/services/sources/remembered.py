@@ -22,7 +22,7 @@ from cmcache.core.sourcerefs import (
 )
 from cmcache.core.states import PullOutcome
 from cmcache.core.urls import redact
-from cmcache.services.sources import LOCAL_SOURCE
+from cmcache.services.sources.refs import LOCAL_SOURCE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings
     from cmcache.core.sourcerefs import Endpoints
     from cmcache.core.targets import Outcome, Target
-    from cmcache.services.sources import Sources
+    from cmcache.services.sources.refs import Sources
 
 
 def local_list(settings: Settings) -> LocalList:
@@ -156,8 +156,8 @@ def forget_models(settings: Settings, refs: list[str], *, delete: bool) -> list[
     Raises:
         RefError: a ref names nothing in the local list.
     """
-    from cmcache.services.cache import open_cache
-    from cmcache.services.prune import remove_now
+    from cmcache.services.cache.prune import remove_now
+    from cmcache.services.cache.store import open_cache
 
     entries = list({e.ref: e for e in (local_entry(settings, r) for r in refs)}.values())
     done: dict[str, Forgotten] = {}

@@ -17,9 +17,9 @@ from cmcache.adapters.storage.tree import walk
 from cmcache.core.comfyui import load_extra_paths, modern_folder
 from cmcache.core.errors import UsageError
 from cmcache.core.states import DiskState
-from cmcache.services.cache import existing_index
-from cmcache.services.partials import CONTROL
-from cmcache.services.survey import look
+from cmcache.services.cache.store import existing_index
+from cmcache.services.disk.survey import look
+from cmcache.services.download.partials import CONTROL
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -9,10 +9,10 @@ from cmcache.adapters.storage.model_store import CACHE_DIR
 from cmcache.core.comfyui import modern_folder
 from cmcache.core.errors import ManifestError, UnverifiedError
 from cmcache.core.states import CheckStatus
-from cmcache.services.catalog import load_catalog
-from cmcache.services.cluster import withdraw_quietly
-from cmcache.services.placement import Placement, hash_file, mismatch, placement_for
-from cmcache.services.pull import resolve_targets
+from cmcache.services.cluster.node import withdraw_quietly
+from cmcache.services.download.placement import Placement, hash_file, mismatch, placement_for
+from cmcache.services.pull.run import resolve_targets
+from cmcache.services.sources.catalog import load_catalog
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from cmcache.core.catalog import Catalog
     from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Refs as users copy them from model pages (SPEC §13), turned into entries cmcache can pull.
 
 A Hugging Face file costs one HEAD (its sha256 and size); a repository is listed when it is
-pulled (services/repos.py); a Civitai version is one API call, kept in the index, so a version
+pulled (services/pull/repos.py); a Civitai version is one API call, kept in the index, so a version
 resolved once needs no network again; a plain link is one probe of its redirect chain, for the
 server's file name. Every huggingface.co and civitai.com URL is fetched from its endpoint.
 """
@@ -296,7 +296,7 @@ class Sources:
             self._index_tried = True
             from cmcache.adapters.storage.index import Index, writable
             from cmcache.adapters.storage.model_store import ModelStore
-            from cmcache.services.cache import existing_index
+            from cmcache.services.cache.store import existing_index
 
             path = ModelStore(self.settings.cache.root).index_path
             with contextlib.suppress(CacheError):

@@ -17,8 +17,8 @@ from cmcache.core.errors import (
 )
 from cmcache.core.states import PullOutcome
 from cmcache.core.targets import Outcome, PullHooks, PullOptions, Target
-from cmcache.services.catalog import extra_paths
-from cmcache.services.placement import Placement, placement_for
+from cmcache.services.download.placement import Placement, placement_for
+from cmcache.services.sources.catalog import extra_paths
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from cmcache.core.manifest.entry import Entry
     from cmcache.core.settings.model import Settings
     from cmcache.core.sourcerefs import Endpoints
-    from cmcache.services.cache import Cache
-    from cmcache.services.download import Downloader
-    from cmcache.services.sources import Sources
+    from cmcache.services.cache.store import Cache
+    from cmcache.services.download.downloader import Downloader
+    from cmcache.services.sources.refs import Sources
 
 
 def resolve_targets(
@@ -59,7 +59,7 @@ def resolve_targets(
         CmcacheError: a source refused or failed (see ``Sources.resolve``).
     """
     from cmcache.core.sourcerefs import Endpoints, looks_like_source_ref
-    from cmcache.services.remembered import source_entry
+    from cmcache.services.sources.remembered import source_entry
 
     linked = [r for r in refs if looks_like_source_ref(r)]
     if name is not None and len(linked) != 1:
@@ -119,8 +119,8 @@ def resolve_refs(
     ``siblings`` adds the other members of a bundle a ref belongs to (they share one archive).
     A link or an ``hf:``/Civitai ref not remembered is asked of its source."""
     from cmcache.adapters.storage.model_store import ModelStore
-    from cmcache.services.catalog import load_catalog
-    from cmcache.services.sources import Sources
+    from cmcache.services.sources.catalog import load_catalog
+    from cmcache.services.sources.refs import Sources
 
     store = ModelStore(settings.cache.root)
     sources = Sources(settings, on_note=on_note)
@@ -218,8 +218,8 @@ def _download(
 ) -> list[Outcome]:
     """Download plain targets, bundle archives and repositories' files side by side, then
     unpack the archives and place the repositories."""
-    from cmcache.services.bundles import archive_target, by_bundle, unpack
-    from cmcache.services.repos import Repositories, hf_repo_of
+    from cmcache.services.pull.bundles import archive_target, by_bundle, unpack
+    from cmcache.services.pull.repos import Repositories, hf_repo_of
 
     outcomes: list[Outcome] = []
 
@@ -307,8 +307,8 @@ def pull_with_engine(
     """Pull through aria2; a private daemon left idle is stopped afterwards. ``lookup`` names
     the command for the hit and miss counters."""
     from cmcache.adapters.aria2.link import EngineLink
-    from cmcache.services.remembered import remember
-    from cmcache.services.sources import Sources
+    from cmcache.services.sources.refs import Sources
+    from cmcache.services.sources.remembered import remember
 
     link = EngineLink(settings, keep=opts.detach)
     sources = Sources(settings, on_note=hooks.on_note)
@@ -339,9 +339,9 @@ def make_downloader(
     """A downloader for this root whose reports go to ``hooks``."""
     link.warm_up()  # the daemon starts while the rest is set up
     from cmcache.adapters.http.resolve import Resolver
-    from cmcache.services.cluster import cluster_for
-    from cmcache.services.download import Downloader
-    from cmcache.services.sources import explainer
+    from cmcache.services.cluster.node import cluster_for
+    from cmcache.services.download.downloader import Downloader
+    from cmcache.services.sources.refs import explainer
 
     resolver = Resolver(
         settings.token_for, on_retry=hooks.on_note, explain_denied=explainer(settings.endpoints)
@@ -357,8 +357,8 @@ def cached_paths(settings: Settings, refs: list[str], lookup: str) -> list[Targe
     The no-op answer of ``path`` and ``pull``: no network, no engine, no hashing.
     """
     from cmcache.adapters.storage.model_store import ModelStore
-    from cmcache.services.cache import existing_index
-    from cmcache.services.catalog import load_catalog
+    from cmcache.services.cache.store import existing_index
+    from cmcache.services.sources.catalog import load_catalog
 
     store = ModelStore(settings.cache.root)  # a link or a ref must be remembered (no network)
     catalog = load_catalog(settings)

@@ -11,15 +11,15 @@ from cmcache.core.errors import CmcacheError
 from cmcache.core.filenames import MODEL_EXTENSIONS
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.sourcerefs import CivitaiRef, canonical, civitai_page
-from cmcache.services.sources import LOCAL_SOURCE
+from cmcache.services.sources.refs import LOCAL_SOURCE
 
 if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.hubs import CivitaiVersion
     from cmcache.core.settings.model import Settings
     from cmcache.core.targets import Target
-    from cmcache.services.sources import Sources
-    from cmcache.services.workflow import Unknown
+    from cmcache.services.comfyui.workflow import Unknown
+    from cmcache.services.sources.refs import Sources
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _selectors(kind: str, fmt: str) -> tuple[tuple[str, str], ...]:
 
 def find_name(settings: Settings, name: str, sha256: str | None) -> list[Candidate]:
     """``cmcache find``: the candidates for one file name."""
-    from cmcache.services.sources import Sources
+    from cmcache.services.sources.refs import Sources
 
     sources = Sources(settings)
     try:

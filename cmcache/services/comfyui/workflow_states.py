@@ -19,8 +19,8 @@ from cmcache.core.manifest.safety import location_problem, model_url_problem
 from cmcache.core.states import LocalState
 from cmcache.core.urls import redact
 from cmcache.core.workflow import read_workflow
-from cmcache.services.catalog import extra_paths, load_catalog, workflow_list
-from cmcache.services.workflow import WORKFLOW_SOURCE
+from cmcache.services.comfyui.workflow import WORKFLOW_SOURCE
+from cmcache.services.sources.catalog import extra_paths, load_catalog, workflow_list
 
 if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings

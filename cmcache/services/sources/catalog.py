@@ -14,7 +14,7 @@ from cmcache.core.comfyui import ExtraPaths, load_extra_paths
 from cmcache.core.errors import ManifestError
 from cmcache.core.manifest.formats import parse_manifest
 from cmcache.core.states import LocalState
-from cmcache.services.workflow import WORKFLOW_SOURCE
+from cmcache.services.comfyui.workflow import WORKFLOW_SOURCE
 
 if TYPE_CHECKING:
     from cmcache.adapters.storage.index import FileRecord
@@ -92,8 +92,8 @@ def local_states(settings: Settings, entries: list[Entry]) -> dict[str, LocalSta
     was verified and of the bytes the manifest names; any other file there is ``unverified``
     (``scan`` or ``pull`` hashes it, and adopts or refuses it).
     """
-    from cmcache.services.cache import existing_index
-    from cmcache.services.placement import unchanged
+    from cmcache.services.cache.store import existing_index
+    from cmcache.services.download.placement import unchanged
 
     store = ModelStore(settings.cache.root)
     pinned: set[tuple[str, str]] = set()

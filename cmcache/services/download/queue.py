@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.index import Index, Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def queue_status(index: Index, link: EngineLink | None) -> list[QueueEntry]:
 
 def finished_targets(index: Index, link: EngineLink, store: ModelStore) -> list[Target]:
     """Targets whose download finished in the daemon but was not placed (e.g. ``--detach``)."""
-    from cmcache.services.repos import REPO_FILE
+    from cmcache.services.pull.repos import REPO_FILE
 
     targets = []
     for job in index.jobs():
@@ -206,7 +206,7 @@ def queue_report(
     """Every job with its live state; with ``place``, finished downloads nobody watched
     (``--detach``) are verified and placed first."""
     from cmcache.adapters.aria2.link import EngineLink
-    from cmcache.services.pull import make_downloader
+    from cmcache.services.pull.run import make_downloader
 
     link: EngineLink | None = EngineLink(settings)
     assert link is not None
@@ -227,8 +227,8 @@ def queue_report(
 
 def _keep_cluster_locks(settings: Settings, cache: Cache, entries: list[QueueEntry]) -> None:
     """Detached origin fetches still running keep their turn in the cluster; the others
-    give it back (services.cluster.keep_detached_locks)."""
-    from cmcache.services.cluster import keep_detached_locks
+    give it back (services.cluster.node.keep_detached_locks)."""
+    from cmcache.services.cluster.node import keep_detached_locks
 
     running = {
         e.id

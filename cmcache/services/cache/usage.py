@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from cmcache.services.cache import open_cache
-from cmcache.services.pull import resolve_refs
+from cmcache.services.cache.store import open_cache
+from cmcache.services.pull.run import resolve_refs
 
 if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings

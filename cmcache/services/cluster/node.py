@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import DownloadSettings, Settings
     from cmcache.core.targets import Target
-    from cmcache.services.in_flight import Live
+    from cmcache.services.download.in_flight import Live
 
 
 def registry_for(settings: Settings, on_bad: Callable[[str], None] | None = None) -> Registry:

@@ -23,9 +23,9 @@ from cmcache.core.errors import CmcacheError, ConfigError, ManifestError, UsageE
 from cmcache.core.peers import BadRecord, peer_base
 from cmcache.core.pieces import CHECKING, GONE, Growing
 from cmcache.core.states import TransferStatus
-from cmcache.services.cache import open_cache
-from cmcache.services.cluster import registry_for
-from cmcache.services.placement import hash_file, trusted
+from cmcache.services.cache.store import open_cache
+from cmcache.services.cluster.node import registry_for
+from cmcache.services.download.placement import hash_file, trusted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.cluster.registry import Registry
     from cmcache.adapters.storage.index import FileRecord
     from cmcache.core.settings.model import Settings
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 ANYWHERE = ("0.0.0.0", "::", "")  # noqa: S104 (no peer can connect to these)
 

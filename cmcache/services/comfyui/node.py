@@ -15,7 +15,7 @@ from cmcache.adapters.storage.model_store import ModelStore
 from cmcache.adapters.storage.queue_log import QUEUE_LOG
 from cmcache.core.errors import UsageError
 from cmcache.core.files import write_atomic
-from cmcache.services.catalog import DATA_DIR, load_catalog, workflow_list
+from cmcache.services.sources.catalog import DATA_DIR, load_catalog, workflow_list
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,7 +17,7 @@ from cmcache.adapters.storage.locks import FileLock
 from cmcache.adapters.storage.tree import walk
 from cmcache.core.errors import CmcacheError
 from cmcache.core.files import remove_quietly
-from cmcache.services.queue import queue_status
+from cmcache.services.download.queue import queue_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.adapters.storage.tree import Found
     from cmcache.core.settings.model import Settings
-    from cmcache.services.cache import Cache
+    from cmcache.services.cache.store import Cache
 
 CONTROL = ".aria2"  # aria2's control file beside a staging file
 INCOMPLETE = ".incomplete"

@@ -16,12 +16,12 @@ from cmcache.core.manifest.safety import location_problem
 from cmcache.core.states import LocalState, ProgressState
 from cmcache.core.targets import Progress
 from cmcache.core.workflow import read_workflow
-from cmcache.services.cache import existing_index
-from cmcache.services.catalog import extra_paths, load_catalog
-from cmcache.services.dedupe import plan_links
-from cmcache.services.partials import orphaned, partials
-from cmcache.services.survey import Name, Survey, look
-from cmcache.services.workflow import workflow_files
+from cmcache.services.cache.store import existing_index
+from cmcache.services.comfyui.workflow import workflow_files
+from cmcache.services.disk.dedupe import plan_links
+from cmcache.services.disk.survey import Name, Survey, look
+from cmcache.services.download.partials import orphaned, partials
+from cmcache.services.sources.catalog import extra_paths, load_catalog
 
 if TYPE_CHECKING:
     from collections.abc import Callable

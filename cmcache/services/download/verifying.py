@@ -6,11 +6,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from cmcache.services.placement import hash_file
+from cmcache.services.download.placement import hash_file
 
 if TYPE_CHECKING:
     from cmcache.adapters.aria2.client import Transfer
-    from cmcache.services.in_flight import Live
+    from cmcache.services.download.in_flight import Live
 
 
 class Verifier:

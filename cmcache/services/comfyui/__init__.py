@@ -1,0 +1,1 @@
+"""ComfyUI: the custom node cmcache installs, and what workflows need."""

@@ -1,0 +1,1 @@
+"""Where the disk went: `du`, `report`, `dedupe` and the one walk they share."""

@@ -1,0 +1,1 @@
+"""Downloads through aria2: the downloader, one download in flight, placing files, the queue."""

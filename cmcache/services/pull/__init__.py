@@ -1,0 +1,1 @@
+"""What `pull` asks for, resolved into downloads: models, bundles, Hugging Face repositories."""
