@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings
 
 BUILTIN_SOURCE = "builtin"
-DATA_DIR = Path(__file__).parent.parent / "data"
+DATA_DIR = Path(__file__).parents[2] / "data"  # cmcache/data
 
 
 def builtin_bytes() -> bytes:
