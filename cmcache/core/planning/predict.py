@@ -50,13 +50,29 @@ COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
 # Prefetch fetches a predicted model only when it is more likely needed than not: a wrong guess
 # costs a download and evicts something else.
 WORTH_FETCHING = 0.5
-WEIGHTS = {
+DAY_AHEAD = 6 * HOUR  # how far a day's work runs on from this time of day
+HERE = 4 * HOUR  # "at this time of day": launches this close to now's time of day, on any day
+# Weights of the signals, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
+# (benchmarks/predict_tune.py) and measured on the two after.
+UNDER_WAY = {  # while a session is under way: its next launch
     "follows": 1.0,
-    "after": 1.0,
+    "follows_here": 1.0,
+    "session": 0.8,
+    "yesterday": 1.0,
     "weekly": 0.8,
-    "daily": 0.6,
-    "often": 0.5,
+    "daily": 0.8,
+    "here": 0.3,
+    "often": 0.1,
     "lately": 0.3,
+}
+NEXT_SESSION = {  # once it is over: what the next session begins with
+    "after_here": 0.4,
+    "here_all": 0.4,
+    "yesterday": 0.05,
+    "weekly": 0.6,
+    "daily": 0.6,
+    "here": 0.3,
+    "lately": 0.1,
 }
 
 Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
@@ -114,37 +130,58 @@ def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
     sessions = sessions_from_runs(runs, gap)
     if not sessions:
         return Forecast({}, {}, {})
-    open_session = now - sessions[-1].end < gap
-    done = sessions[:-1] if open_session else sessions  # sessions that are over
-    pieces: dict[str, list[tuple[float, str]]] = {}
-
-    def add(signal: str, evidence: Evidence) -> None:
-        for ref, (value, reason) in evidence.items():
-            pieces.setdefault(ref, []).append((WEIGHTS[signal] * value, reason))
-
-    if open_session:  # the next launch of this session: any launch tells
-        add("follows", _follows(sessions))
-        what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-        words, count = "used", len(sessions)
-    else:  # the launch the next session begins with: first launches tell
-        add("after", _begins_after(sessions, len(done)))
-        what = [(n, s.launches[0]) for n, s in enumerate(done)]
-        words, count = "began a session", len(done)
-    add("weekly", _launched_now(what, now, WEEK, f"{words} at this time of the week"))
-    add("daily", _launched_now(what, now, DAY, f"{words} at this time of day"))
-    add("often", _launched_often(what, count, words))
-    add("lately", _launched_lately(what, now, words))
-    leads = {}
-    for ref, found in pieces.items():
-        miss = 1.0
-        for value, _reason in found:
-            miss *= 1.0 - min(value, 1.0)
-        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(found)[1])
+    under_way, found = evidence(sessions, now=now, gap=gap)
+    leads = combine(found, UNDER_WAY if under_way else NEXT_SESSION)
     launches = [launch for session in sessions for launch in session.launches]
     usage = _usage(sessions, now)
     for ref, value in _used_soon(runs, now, DAY, SOON).items():
         usage[ref] = max(usage.get(ref, 0.0), value)
     return Forecast(leads, _companions(launches, leads), usage)
+
+
+def evidence(sessions: list[Session], *, now: float, gap: float) -> tuple[bool, dict[str, Evidence]]:
+    """Whether a session is under way, and each signal's evidence about the next lead."""
+    under_way = now - sessions[-1].end < gap
+    done = sessions[:-1] if under_way else sessions  # sessions that are over
+    found: dict[str, Evidence] = {}
+    if under_way:  # the next launch of this session: any launch tells
+        found["follows"] = _follows(sessions)
+        found["follows_here"] = _follows(sessions, near=HERE)
+        what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+        words, count = "used", len(sessions)
+    else:  # the launch the next session begins with: first launches tell
+        found["after_here"] = _begins_after(sessions, len(done), near=(now, HERE))
+        what = [(n, s.launches[0]) for n, s in enumerate(done)]
+        words, count = "began a session", len(done)
+    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+    if under_way:
+        found["session"] = _launched_in(sessions[-1])
+    else:
+        found["here_all"] = _launched_here(every, now, HERE, "used at this time of day")
+    found["yesterday"] = _launched_last_day(every, now)
+    found["weekly"] = _launched_now(what, now, WEEK, f"{words} at this time of the week")
+    found["daily"] = _launched_now(what, now, DAY, f"{words} at this time of day")
+    found["here"] = _launched_here(what, now, HERE, f"{words} at this time of day")
+    found["often"] = _launched_often(what, count, words)
+    found["lately"] = _launched_lately(what, now, words)
+    return under_way, found
+
+
+def combine(found: dict[str, Evidence], weights: dict[str, float]) -> dict[str, Prediction]:
+    """Each model's pieces of evidence as independent chances; the strongest is the reason."""
+    pieces: dict[str, list[tuple[float, str]]] = {}
+    for signal, by_ref in found.items():
+        weight = weights.get(signal, 0.0)
+        if weight > 0:
+            for ref, (value, reason) in by_ref.items():
+                pieces.setdefault(ref, []).append((min(weight * value, 1.0), reason))
+    leads = {}
+    for ref, values in pieces.items():
+        miss = 1.0
+        for value, _reason in values:
+            miss *= 1.0 - value
+        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(values)[1])
+    return leads
 
 
 def _name(ref: str) -> str:
@@ -168,29 +205,52 @@ def _led_in(sessions: Sequence[Session]) -> dict[str, list[int]]:
     return where
 
 
-def _follows(sessions: list[Session]) -> Evidence:
-    """What was launched right after the latest launches' leads, in past sessions."""
+def _follows(sessions: list[Session], near: float | None = None) -> Evidence:
+    """What was launched right after the latest launches' leads, in past sessions (with
+    ``near``: only after launches this close to the same time of day)."""
     past = sessions[:-1]
     where = _led_in(past)
     found: Evidence = {}
+    tail = " sessions" if near is None else " sessions at this time of day"
     for launch in sessions[-1].launches[-CONTEXT:]:
         numbers = where.get(launch.lead, [])[-MAX_SESSIONS:]
         if not numbers:
             continue
         nxt: Counter[str] = Counter()
+        n = 0
         for number in numbers:
             steps = past[number].launches
-            nxt.update({b.lead for a, b in pairwise(steps) if a.lead == launch.lead})
-        _best(found, nxt, len(numbers), f"follows {_name(launch.lead)} in", " sessions")
+            pairs = [
+                (a, b)
+                for a, b in pairwise(steps)
+                if a.lead == launch.lead and (near is None or _close(a.start, launch.start, near))
+            ]
+            n += bool(pairs) or near is None
+            nxt.update({b.lead for _a, b in pairs})
+        if n:
+            _best(found, nxt, n, f"follows {_name(launch.lead)} in", tail)
     return found
 
 
-def _begins_after(sessions: list[Session], done: int) -> Evidence:
-    """What the session after one with the latest session's leads began with."""
+def _close(at: float, other: float, within: float) -> bool:
+    """Whether two moments are within ``within`` of each other's time of day."""
+    apart = (at - other) % DAY
+    return min(apart, DAY - apart) <= within
+
+
+def _begins_after(
+    sessions: list[Session], done: int, near: tuple[float, float] | None = None
+) -> Evidence:
+    """What the session after one with the latest session's leads began with (with ``near``,
+    (now, within): only sessions that began this close to now's time of day)."""
     where = _led_in(sessions[:-1])
     found: Evidence = {}
     for lead in dict.fromkeys(launch.lead for launch in sessions[-1].launches[-CONTEXT:]):
-        after = [n + 1 for n in where.get(lead, [])[-MAX_SESSIONS:] if n + 1 < done]
+        after = [
+            n + 1
+            for n in where.get(lead, [])[-MAX_SESSIONS:]
+            if n + 1 < done and (near is None or _close(sessions[n + 1].start, *near))
+        ]
         if after:
             began = Counter(sessions[n].launches[0].lead for n in after)
             _best(found, began, len(after), f"began the session after {_name(lead)} in")
@@ -217,6 +277,40 @@ def _launched_now(
     found: Evidence = {}
     _best(found, counts, len(active), f"{words} in", f" {unit}")
     return found
+
+
+def _launched_here(
+    launches: Iterable[tuple[int, Launch]], now: float, within: float, words: str
+) -> Evidence:
+    """The share of the launches near this time of day (on any past day) each lead had."""
+    counts = Counter(launch.lead for _n, launch in launches if _close(launch.start, now, within))
+    found: Evidence = {}
+    _best(found, counts, sum(counts.values()), f"{words} in", " launches")
+    return found
+
+
+def _launched_in(session: Session) -> Evidence:
+    """The share of the session's launches each lead had."""
+    counts = Counter(launch.lead for launch in session.launches)
+    found: Evidence = {}
+    _best(found, counts, len(session.launches), "launched in this session", " times")
+    return found
+
+
+def _launched_last_day(launches: Sequence[tuple[int, Launch]], now: float) -> Evidence:
+    """What was launched last, on the latest past day with launches then, in the hours from
+    this time of day on (the work a person left off)."""
+    for back in range(1, 8):
+        low, high = now - back * DAY - BEFORE, now - back * DAY + DAY_AHEAD
+        then = [launch.lead for _n, launch in launches if low <= launch.start < high]
+        if then:
+            found: Evidence = {}
+            order = list(dict.fromkeys(reversed(then)))  # latest first
+            when = "yesterday" if back == 1 else f"{back} days ago"
+            for rank, lead in enumerate(order):  # the latest is a half chance, then a third…
+                found[lead] = (1.0 / (rank + 2), f"where the work at this time left off {when}")
+            return found
+    return {}
 
 
 def _launched_often(launches: Iterable[tuple[int, Launch]], sessions: int, words: str) -> Evidence:
