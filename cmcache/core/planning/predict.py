@@ -26,15 +26,17 @@ it, and the share of past days on which it was used in the half day ahead.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from cmcache.core.planning.sessions import Launch, Run, Session, sessions_from_runs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -93,7 +95,14 @@ class Forecast:
 
     leads: dict[str, Prediction]
     companions: dict[str, list[Prediction]]  # lead → what comes with it, likeliest first
-    usage: dict[str, float]  # share of recent sessions (weighted by recency) using each model
+    # Share of recent sessions (weighted by recency) using each model, or of past days using it
+    # in the hours ahead: only eviction asks, so it is worked out when asked.
+    usage_of: Callable[[], dict[str, float]] = dict
+
+    @cached_property
+    def usage(self) -> dict[str, float]:
+        """How often each model was used lately (see ``usage_of``)."""
+        return self.usage_of()
 
     def chances(self) -> dict[str, float]:
         """Every model's chance of being needed soon: as the next lead, with one, or as
@@ -111,11 +120,11 @@ class Forecast:
         ranked = sorted(self.leads.values(), key=lambda p: (-p.score, p.ref))
         return ranked if limit is None else ranked[:limit]
 
-    def worth_fetching(self) -> list[Prediction]:
-        """What to download ahead: each lead at least ``WORTH_FETCHING`` likely, best first,
-        followed by its companions that are too."""
+    def worth_fetching(self, leads: int | None = None) -> list[Prediction]:
+        """What to download ahead: each lead at least ``WORTH_FETCHING`` likely (the first
+        ``leads`` of them), best first, each followed by its companions that are too."""
         out: dict[str, Prediction] = {}
-        for lead in self.ranked():
+        for lead in self.ranked(leads):
             if lead.score < WORTH_FETCHING:
                 break
             out.setdefault(lead.ref, lead)
@@ -129,13 +138,17 @@ def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
     """Score the models of ``runs`` (sorted by first use, none after ``now``)."""
     sessions = sessions_from_runs(runs, gap)
     if not sessions:
-        return Forecast({}, {}, {})
+        return Forecast({}, {})
     under_way, found = evidence(sessions, now=now, gap=gap)
     leads = combine(found, UNDER_WAY if under_way else NEXT_SESSION)
     launches = [launch for session in sessions for launch in session.launches]
-    usage = _usage(sessions, now)
-    for ref, value in _used_soon(runs, now, DAY, SOON).items():
-        usage[ref] = max(usage.get(ref, 0.0), value)
+
+    def usage() -> dict[str, float]:
+        usage = _usage(sessions, now)
+        for ref, value in _used_soon(runs, now, DAY, SOON).items():
+            usage[ref] = max(usage.get(ref, 0.0), value)
+        return usage
+
     return Forecast(leads, _companions(launches, leads), usage)
 
 
@@ -300,9 +313,11 @@ def _launched_in(session: Session) -> Evidence:
 def _launched_last_day(launches: Sequence[tuple[int, Launch]], now: float) -> Evidence:
     """What was launched last, on the latest past day with launches then, in the hours from
     this time of day on (the work a person left off)."""
+    starts = [launch.start for _n, launch in launches]
     for back in range(1, 8):
         low, high = now - back * DAY - BEFORE, now - back * DAY + DAY_AHEAD
-        then = [launch.lead for _n, launch in launches if low <= launch.start < high]
+        found_from, found_to = bisect_left(starts, low), bisect_left(starts, high)
+        then = [launch.lead for _n, launch in launches[found_from:found_to]]
         if then:
             found: Evidence = {}
             order = list(dict.fromkeys(reversed(then)))  # latest first
