@@ -136,7 +136,14 @@ class Forecast:
 
 def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
     """Score the models of ``runs`` (sorted by first use, none after ``now``)."""
-    sessions = sessions_from_runs(runs, gap)
+    return forecast_sessions(sessions_from_runs(runs, gap), now=now, gap=gap, runs=lambda: runs)
+
+
+def forecast_sessions(
+    sessions: list[Session], *, now: float, gap: float, runs: Callable[[], Sequence[Run]]
+) -> Forecast:
+    """Score the models of ``sessions`` (earliest first, none after ``now``); ``runs`` gives
+    their runs, read only if eviction asks for chances."""
     if not sessions:
         return Forecast({}, {})
     under_way, found = evidence(sessions, now=now, gap=gap)
@@ -145,7 +152,7 @@ def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
 
     def usage() -> dict[str, float]:
         usage = _usage(sessions, now)
-        for ref, value in _used_soon(runs, now, DAY, SOON).items():
+        for ref, value in _used_soon(runs(), now, DAY, SOON).items():
             usage[ref] = max(usage.get(ref, 0.0), value)
         return usage
 
