@@ -67,6 +67,31 @@ def test_runs_kept_by_the_index_are_the_runs_of_the_log(tmp_path: Path) -> None:
     readonly.close()
 
 
+def test_sessions_kept_by_the_index_are_the_sessions_of_its_runs(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", session_gap=600)
+    stream = [("a/x", 0.0), ("a/y", 5.0), ("a/z", 30.0), ("a/x", 300.0), ("a/y", 2000.0)]
+    stream += [("a/x", 2010.0), ("a/z", 4000.0), ("a/x", 4500.0), ("a/y", 9000.0)]
+    for ref, at in stream:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 10_000 + at)
+    sessions = index.sessions()
+    assert sessions == sessions_from_runs(index.runs(), 600)
+    assert [[launch.models for launch in s.launches] for s in sessions] == [
+        [("a/x", "a/y"), ("a/z",)],  # y began 5 s after x: one launch; z 25 s later: another
+        [("a/y", "a/x")],
+        [("a/z",), ("a/x",)],
+        [("a/y",)],
+    ]
+    index.record_use("a", "w", at=NOW - 10_000 + 200)  # late news of an earlier use: redone
+    assert index.sessions() == sessions_from_runs(index.runs(), 600)
+    assert index.sessions()[0].launches[-1].models == ("a/w",)
+    index.close()
+    again = Index(tmp_path / "index.sqlite3", session_gap=3000)  # another gap: rebuilt
+    assert again.sessions() == sessions_from_runs(again.runs(), 3000)
+    assert len(again.sessions()) == 2
+    again.close()
+
+
 def test_a_silence_of_the_gap_splits_sessions_and_bursts_make_one_launch() -> None:
     runs = uses(
         (NOW, [("m/a", 0), ("m/vae", 2), ("m/b", 600)]),
