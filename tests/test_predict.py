@@ -183,7 +183,10 @@ def test_what_follows_a_model_at_this_time_of_day_comes_first(cli: Cli) -> None:
     index = index_of(cli)
     now = time.time()
     for day in range(1, 6):  # A then B around this time of day, A then C twelve hours away
-        for start, then in ((now - day * DAY - 900, "b.bin"), (now - day * DAY + 12 * 3600, "c.bin")):
+        for start, then in (
+            (now - day * DAY - 900, "b.bin"),
+            (now - day * DAY + 12 * 3600, "c.bin"),
+        ):
             for offset, name in ((0, "a.bin"), (300, then)):
                 index.record_use("checkpoints", name, at=start + offset)
     index.close()

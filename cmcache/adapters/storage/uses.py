@@ -131,8 +131,8 @@ class UseLog:
             return sessions_from_runs(self._runs_from_log(cursor), self.session_gap)
         launches: dict[float, list[Launch]] = {}
         rows = cursor.execute("SELECT session, start, models FROM use_launches ORDER BY rowid")
-        for session, start, models in rows:
-            models = tuple(dict.fromkeys(models.split(SEP)))
+        for session, start, refs in rows:
+            models = tuple(dict.fromkeys(refs.split(SEP)))
             launches.setdefault(session, []).append(Launch(start, models))
         out = []
         for start, end in cursor.execute("SELECT start, end FROM use_sessions ORDER BY start"):
@@ -192,11 +192,15 @@ class UseLog:
             # The session's latest first use: a run that began at or before its end.
             last_first = firsts[bisect_right(firsts, session.end) - 1]
             db.execute(
-                "INSERT INTO use_sessions VALUES (?, ?, ?)", (session.start, session.end, last_first)
+                "INSERT INTO use_sessions VALUES (?, ?, ?)",
+                (session.start, session.end, last_first),
             )
             db.executemany(
                 "INSERT INTO use_launches VALUES (?, ?, ?)",
-                ((session.start, launch.start, SEP.join(launch.models)) for launch in session.launches),
+                (
+                    (session.start, launch.start, SEP.join(launch.models))
+                    for launch in session.launches
+                ),
             )
 
     def use_log_size(self) -> int:

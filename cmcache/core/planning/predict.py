@@ -159,7 +159,9 @@ def forecast_sessions(
     return Forecast(leads, _companions(launches, leads), usage)
 
 
-def evidence(sessions: list[Session], *, now: float, gap: float) -> tuple[bool, dict[str, Evidence]]:
+def evidence(
+    sessions: list[Session], *, now: float, gap: float
+) -> tuple[bool, dict[str, Evidence]]:
     """Whether a session is under way, and each signal's evidence about the next lead."""
     under_way = now - sessions[-1].end < gap
     done = sessions[:-1] if under_way else sessions  # sessions that are over
