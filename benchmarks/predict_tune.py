@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import use_trace as month
 
 from cmcache.core.planning import predict
-from cmcache.core.planning.predict import Evidence, combine, evidence
+from cmcache.core.planning.predict import combine, evidence
 from cmcache.core.planning.sessions import Run, sessions_from_runs
+from cmcache.core.planning.signals import Evidence
 
 GAP = 1800.0  # the default session gap, as in the bench
 GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -75,19 +76,25 @@ def accuracy(
 
 
 def tune(asks: list[Ask]) -> tuple[dict[str, float], dict[str, float]]:
-    """Coordinate search from the current weights, every signal of either case."""
-    signals = set(predict.UNDER_WAY) | set(predict.NEXT_SESSION) | {"follows", "after_here"}
-    under = {s: predict.UNDER_WAY.get(s, 0.0) for s in sorted(signals)}
-    nxt = {s: predict.NEXT_SESSION.get(s, 0.0) for s in sorted(signals)}
+    """Coordinate search from the current weights over the signals each case has; a change is
+    kept only when it scores better (ties keep the weight as it was)."""
+    seen = (
+        {s for a in asks if a.under_way for s in a.found},
+        {s for a in asks if not a.under_way for s in a.found},
+    )
+    under = {s: predict.UNDER_WAY.get(s, 0.0) for s in sorted(seen[0])}
+    nxt = {s: predict.NEXT_SESSION.get(s, 0.0) for s in sorted(seen[1])}
     for _ in range(ROUNDS):
         for weights in (under, nxt):
             for signal in weights:
-                scored = []
+                best = weights[signal]
+                top = accuracy(asks, (under, nxt))[:2]
                 for value in GRID:
                     weights[signal] = value
-                    top3, top1, _n = accuracy(asks, (under, nxt))
-                    scored.append(((top3, top1), value))
-                weights[signal] = max(scored)[1]
+                    score = accuracy(asks, (under, nxt))[:2]
+                    if score > top:
+                        best, top = value, score
+                weights[signal] = best
     return under, nxt
 
 

@@ -3,15 +3,20 @@
 What a person does next is start a workflow: its first model (the *lead* of a launch, see
 ``sessions``) is what to predict; the rest of the workflow comes with it. Evidence about leads:
 
-- *follows*: while a session is under way, what was launched next after the latest launches'
-  leads in past sessions;
-- *after*: what the session after one with the latest session's leads began with;
-- *weekly*, *daily*: what was launched at this time of the week, of the day;
-- *often*: in how many sessions of the window a model was launched;
-- *lately*: how recently it was launched.
+- while a session is under way, about its next launch: *follows*, what was launched next after
+  the latest launches' leads in past sessions (*follows_here*: only after launches at this time
+  of day, where the same person is likely at work); *session*, what this session launched;
+- once it is over, about what the next session begins with: *after_here*, what the sessions
+  that began at this time of day after one with the latest leads began with; *here_all*, what
+  was used at this time of day;
+- either way: *yesterday*, where the work from this time of day on left off the day before;
+  *weekly*, *daily*, *here*, what was launched at this time of the week, of the day (a narrow
+  and a wide window); *often*, in how many sessions; *lately*, how recently.
 
-Each piece of evidence estimates a chance; they combine as independent chances
-(``1 - Π(1 - weight * estimate)``), and the strongest one is the reason given. Counts are shrunk
+Each piece of evidence estimates a chance; times its weight (at most 1, one set of weights
+while a session is under way and one for the next session, tuned by
+``benchmarks/predict_tune.py``) they combine as independent chances
+(``1 - Π(1 - weight * estimate)``), and the strongest is the reason given. Counts are shrunk
 toward zero (``k / (n + 1)``): one session in one is a hint, not a certainty.
 
 A model that comes with a likely lead (its text encoder, its VAE, its LoRA) gets the lead's
@@ -26,34 +31,41 @@ it, and the share of past days on which it was used in the half day ahead.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from cmcache.core.planning.sessions import Launch, Run, Session, sessions_from_runs
+from cmcache.core.planning.sessions import sessions_from_runs
+from cmcache.core.planning.signals import (
+    DAY,
+    HERE,
+    HOUR,
+    MAX_SESSIONS,
+    WEEK,
+    Evidence,
+    begins_after,
+    file_name,
+    follows,
+    launched_here,
+    launched_in,
+    launched_last_day,
+    launched_lately,
+    launched_now,
+    launched_often,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Sequence
 
-HOUR = 3600.0
-DAY = 24 * HOUR
-WEEK = 7 * DAY
-# "At this time" looks ahead: from half an hour ago to an hour and a half from now.
-BEFORE, AFTER = 0.5 * HOUR, 1.5 * HOUR
-LATELY = DAY  # how fast "launched lately" fades
+    from cmcache.core.planning.sessions import Launch, Run, Session
+
 USAGE_FADES = 3 * DAY  # how fast a session counts less in how often a model is used
 SOON = 12 * HOUR  # eviction weighs whether a model was used in the half day ahead, on past days
-CONTEXT = 2  # the latest launches of a session under way whose followers are counted
-MAX_SESSIONS = 200  # the latest sessions with a model that what follows it is counted over
 COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
 # Prefetch fetches a predicted model only when it is more likely needed than not: a wrong guess
 # costs a download and evicts something else.
 WORTH_FETCHING = 0.5
-DAY_AHEAD = 6 * HOUR  # how far a day's work runs on from this time of day
-HERE = 4 * HOUR  # "at this time of day": launches this close to now's time of day, on any day
 # Weights of the signals, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
 # (benchmarks/predict_tune.py) and measured on the two after.
 UNDER_WAY = {  # while a session is under way: its next launch
@@ -76,8 +88,6 @@ NEXT_SESSION = {  # once it is over: what the next session begins with
     "here": 0.3,
     "lately": 0.1,
 }
-
-Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
 
 
 @dataclass(frozen=True)
@@ -167,25 +177,25 @@ def evidence(
     done = sessions[:-1] if under_way else sessions  # sessions that are over
     found: dict[str, Evidence] = {}
     if under_way:  # the next launch of this session: any launch tells
-        found["follows"] = _follows(sessions)
-        found["follows_here"] = _follows(sessions, near=HERE)
+        found["follows"] = follows(sessions)
+        found["follows_here"] = follows(sessions, near=HERE)
         what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
         words, count = "used", len(sessions)
     else:  # the launch the next session begins with: first launches tell
-        found["after_here"] = _begins_after(sessions, len(done), near=(now, HERE))
+        found["after_here"] = begins_after(sessions, len(done), near=(now, HERE))
         what = [(n, s.launches[0]) for n, s in enumerate(done)]
         words, count = "began a session", len(done)
     every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
     if under_way:
-        found["session"] = _launched_in(sessions[-1])
+        found["session"] = launched_in(sessions[-1])
     else:
-        found["here_all"] = _launched_here(every, now, HERE, "used at this time of day")
-    found["yesterday"] = _launched_last_day(every, now)
-    found["weekly"] = _launched_now(what, now, WEEK, f"{words} at this time of the week")
-    found["daily"] = _launched_now(what, now, DAY, f"{words} at this time of day")
-    found["here"] = _launched_here(what, now, HERE, f"{words} at this time of day")
-    found["often"] = _launched_often(what, count, words)
-    found["lately"] = _launched_lately(what, now, words)
+        found["here_all"] = launched_here(every, now, HERE, "used at this time of day")
+    found["yesterday"] = launched_last_day(every, now)
+    found["weekly"] = launched_now(what, now, WEEK, f"{words} at this time of the week")
+    found["daily"] = launched_now(what, now, DAY, f"{words} at this time of day")
+    found["here"] = launched_here(what, now, HERE, f"{words} at this time of day")
+    found["often"] = launched_often(what, count, words)
+    found["lately"] = launched_lately(what, now, words)
     return under_way, found
 
 
@@ -206,154 +216,6 @@ def combine(found: dict[str, Evidence], weights: dict[str, float]) -> dict[str, 
     return leads
 
 
-def _name(ref: str) -> str:
-    return ref.rpartition("/")[2]
-
-
-def _best(into: Evidence, counts: Counter[str], n: int, head: str, tail: str = "") -> None:
-    """Keep, per model, the strongest ``k / (n + 1)`` with its reason."""
-    for ref, k in counts.items():
-        value = k / (n + 1)
-        if value > into.get(ref, (0.0, ""))[0]:
-            into[ref] = (value, f"{head} {k} of {n}{tail}")
-
-
-def _led_in(sessions: Sequence[Session]) -> dict[str, list[int]]:
-    """Each lead → the numbers of the sessions in which it led a launch."""
-    where: dict[str, list[int]] = {}
-    for number, session in enumerate(sessions):
-        for lead in dict.fromkeys(launch.lead for launch in session.launches):
-            where.setdefault(lead, []).append(number)
-    return where
-
-
-def _follows(sessions: list[Session], near: float | None = None) -> Evidence:
-    """What was launched right after the latest launches' leads, in past sessions (with
-    ``near``: only after launches this close to the same time of day)."""
-    past = sessions[:-1]
-    where = _led_in(past)
-    found: Evidence = {}
-    tail = " sessions" if near is None else " sessions at this time of day"
-    for launch in sessions[-1].launches[-CONTEXT:]:
-        numbers = where.get(launch.lead, [])[-MAX_SESSIONS:]
-        if not numbers:
-            continue
-        nxt: Counter[str] = Counter()
-        n = 0
-        for number in numbers:
-            steps = past[number].launches
-            pairs = [
-                (a, b)
-                for a, b in pairwise(steps)
-                if a.lead == launch.lead and (near is None or _close(a.start, launch.start, near))
-            ]
-            n += bool(pairs) or near is None
-            nxt.update({b.lead for _a, b in pairs})
-        if n:
-            _best(found, nxt, n, f"follows {_name(launch.lead)} in", tail)
-    return found
-
-
-def _close(at: float, other: float, within: float) -> bool:
-    """Whether two moments are within ``within`` of each other's time of day."""
-    apart = (at - other) % DAY
-    return min(apart, DAY - apart) <= within
-
-
-def _begins_after(
-    sessions: list[Session], done: int, near: tuple[float, float] | None = None
-) -> Evidence:
-    """What the session after one with the latest session's leads began with (with ``near``,
-    (now, within): only sessions that began this close to now's time of day)."""
-    where = _led_in(sessions[:-1])
-    found: Evidence = {}
-    for lead in dict.fromkeys(launch.lead for launch in sessions[-1].launches[-CONTEXT:]):
-        after = [
-            n + 1
-            for n in where.get(lead, [])[-MAX_SESSIONS:]
-            if n + 1 < done and (near is None or _close(sessions[n + 1].start, *near))
-        ]
-        if after:
-            began = Counter(sessions[n].launches[0].lead for n in after)
-            _best(found, began, len(after), f"began the session after {_name(lead)} in")
-    return found
-
-
-def _launched_now(
-    launches: Iterable[tuple[int, Launch]], now: float, period: float, words: str
-) -> Evidence:
-    """What was launched around this time (from ``BEFORE`` ago to ``AFTER`` ahead) of past
-    periods (weeks or days): out of the periods in which anything was launched then."""
-    led: dict[str, set[int]] = {}
-    active: set[int] = set()
-    for _session, launch in launches:
-        # Periods k ≥ 1 back whose window [now - BEFORE - k·period, now + AFTER - k·period)
-        # holds the launch.
-        low = max(1, math.ceil((now - BEFORE - launch.start) / period))
-        high = math.ceil((now + AFTER - launch.start) / period) - 1
-        for k in range(low, high + 1):
-            led.setdefault(launch.lead, set()).add(k)
-            active.add(k)
-    unit = "weeks" if period == WEEK else "days"
-    counts = Counter({ref: len(ks) for ref, ks in led.items()})
-    found: Evidence = {}
-    _best(found, counts, len(active), f"{words} in", f" {unit}")
-    return found
-
-
-def _launched_here(
-    launches: Iterable[tuple[int, Launch]], now: float, within: float, words: str
-) -> Evidence:
-    """The share of the launches near this time of day (on any past day) each lead had."""
-    counts = Counter(launch.lead for _n, launch in launches if _close(launch.start, now, within))
-    found: Evidence = {}
-    _best(found, counts, sum(counts.values()), f"{words} in", " launches")
-    return found
-
-
-def _launched_in(session: Session) -> Evidence:
-    """The share of the session's launches each lead had."""
-    counts = Counter(launch.lead for launch in session.launches)
-    found: Evidence = {}
-    _best(found, counts, len(session.launches), "launched in this session", " times")
-    return found
-
-
-def _launched_last_day(launches: Sequence[tuple[int, Launch]], now: float) -> Evidence:
-    """What was launched last, on the latest past day with launches then, in the hours from
-    this time of day on (the work a person left off)."""
-    starts = [launch.start for _n, launch in launches]
-    for back in range(1, 8):
-        low, high = now - back * DAY - BEFORE, now - back * DAY + DAY_AHEAD
-        found_from, found_to = bisect_left(starts, low), bisect_left(starts, high)
-        then = [launch.lead for _n, launch in launches[found_from:found_to]]
-        if then:
-            found: Evidence = {}
-            order = list(dict.fromkeys(reversed(then)))  # latest first
-            when = "yesterday" if back == 1 else f"{back} days ago"
-            for rank, lead in enumerate(order):  # the latest is a half chance, then a third…
-                found[lead] = (1.0 / (rank + 2), f"where the work at this time left off {when}")
-            return found
-    return {}
-
-
-def _launched_often(launches: Iterable[tuple[int, Launch]], sessions: int, words: str) -> Evidence:
-    """In how many sessions each lead was launched."""
-    counts = Counter(lead for _n, lead in {(n, launch.lead) for n, launch in launches})
-    found: Evidence = {}
-    _best(found, counts, sessions, f"{words} in", " sessions")
-    return found
-
-
-def _launched_lately(launches: Sequence[tuple[int, Launch]], now: float, words: str) -> Evidence:
-    found: Evidence = {}
-    for _session, launch in reversed(launches):
-        if launch.lead not in found:
-            age = max(0.0, now - launch.start)
-            found[launch.lead] = (math.exp(-age / LATELY), f"{words} {_ago(age)} ago")
-    return found
-
-
 def _companions(
     launches: Sequence[Launch], leads: dict[str, Prediction]
 ) -> dict[str, list[Prediction]]:
@@ -366,7 +228,7 @@ def _companions(
         times = led.get(lead.ref, [])[-MAX_SESSIONS:]
         together = Counter(m for launch in times for m in launch.models[1:])
         n = len(times)
-        words = f"comes with {_name(lead.ref)}"
+        words = f"comes with {file_name(lead.ref)}"
         withs = [
             Prediction(ref, round(lead.score * k / (n + 1), 4), f"{words} {k} of {n} times")
             for ref, k in together.most_common()
@@ -406,11 +268,3 @@ def _used_soon(runs: Sequence[Run], now: float, period: float, ahead: float) -> 
             found.update(range(max(1, low), high + 1))
     periods = max(1, math.ceil((now - runs[0].first) / period))
     return {ref: len(ks) / (periods + 1) for ref, ks in used.items()}
-
-
-def _ago(seconds: float) -> str:
-    if seconds < HOUR:
-        return f"{max(1, round(seconds / 60))} min"
-    if seconds < 2 * DAY:
-        return f"{round(seconds / HOUR)} h"
-    return f"{round(seconds / DAY)} days"
