@@ -5,13 +5,18 @@
 as it stood then; a coordinate search over each signal's weight (0 to 1, so that a combined
 score stays a chance) then maximises top-3 accuracy (ties: top-1) on the sessions of the first
 ``--split`` days (default 14). Accuracy is printed for those days and for the held-out days
-after them, with the weights ``core/planning/predict.py`` carries and with the tuned ones.
+after them, with the weights ``core/planning/predict.py`` carries and with the tuned ones, and
+beside the *ceiling*: the share a predictor would reach that knew who is at the box, every
+user's repertoire and habits, and the generator's own probabilities (use_trace.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import use_trace as month
 
@@ -98,11 +103,71 @@ def tune(asks: list[Ask]) -> tuple[dict[str, float], dict[str, float]]:
     return under, nxt
 
 
+def ceiling(trace: dict[str, Any], split: int) -> tuple[float, float]:
+    """Top-3 share (tuning days, held-out days) of the best guess from the generator's truth:
+    each session's user, the template chain it is in, and the probabilities that drew it."""
+    templates = [(str(name), list(refs)) for name, refs in trace["templates"]]
+    users = month.Users(random.Random(trace["seed"]), templates)  # as sessions() draws them
+    names = [u[0] for u in month.USERS]
+    weights = [1 / (1 + i) ** month.FAVOURITE_ZIPF for i in range(month.REPERTOIRE)]
+    popular = sum(users.popularity)
+
+    def bases(user: str, resume: int | None) -> Counter[int]:
+        odds: Counter[int] = Counter()
+        stay = 1.0
+        if resume is not None:
+            odds[resume] += month.P_RESUME
+            stay -= month.P_RESUME
+        for template, w in zip(users.repertoire[user], weights, strict=True):
+            odds[template] += stay * (1 - month.P_EXPLORE) * w / sum(weights)
+        for template, w in enumerate(users.popularity):
+            odds[template] += stay * month.P_EXPLORE * w / popular
+        return odds
+
+    hits = [[0, 0], [0, 0]]
+    state: dict[str, tuple[int, str, int]] = {}  # user → day, step in the chain, base
+    for number, template, start, _prompts in trace["sessions"]:
+        user, day = names[number], start // 86400
+        was = state.get(user)
+        odds: Counter[int] = Counter()
+        if was is None or was[0] != day:
+            odds = bases(user, was[2] if was else None)
+        else:
+            _day, step, base = was
+            related, upscaler = users.related.get((user, base)), users.upscaler[user]
+            rest = 1.0
+            if step == "base" and related is not None:
+                odds[related] += month.P_RELATED
+                rest -= month.P_RELATED
+            if step in ("base", "related"):
+                odds[upscaler] += rest * month.P_UPSCALE
+                rest *= 1 - month.P_UPSCALE
+            for other, chance in bases(user, None).items():
+                odds[other] += rest * chance
+        leads: Counter[int] = Counter()
+        for other, chance in odds.items():
+            leads[templates[other][1][0]] += chance
+        best = [lead for lead, _ in leads.most_common(3)]
+        part = hits[day >= split]
+        part[0] += 1
+        part[1] += templates[template][1][0] in best
+        if was is None or was[0] != day:
+            state[user] = (day, "base", template)
+        elif was[1] == "base" and template == users.related.get((user, was[2])):
+            state[user] = (day, "related", was[2])
+        elif was[1] in ("base", "related") and template == users.upscaler[user]:
+            state[user] = (day, "upscaler", was[2])
+        else:
+            state[user] = (day, "base", template)
+    return hits[0][1] / max(1, hits[0][0]), hits[1][1] / max(1, hits[1][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=int, default=14, metavar="DAYS")
     split = parser.parse_args().split
-    asks = collect(month.load())
+    trace = month.load()
+    asks = collect(trace)
     first = [a for a in asks if a.day < split]
     rest = [a for a in asks if a.day >= split]
 
@@ -112,6 +177,8 @@ def main() -> None:
             print(f"{name:>8} {part:>11}: top-3 {top3:6.1%}  top-1 {top1:6.1%}  ({n} sessions)")
 
     show("current", (predict.UNDER_WAY, predict.NEXT_SESSION))
+    known = ceiling(trace, split)
+    print(f" ceiling: top-3 {known[0]:.1%} (days 1-{split}), {known[1]:.1%} (the rest)")
     tuned = tune(first)
     show("tuned", tuned)
     for case, weights in zip(("UNDER_WAY", "NEXT_SESSION"), tuned, strict=True):
