@@ -176,20 +176,17 @@ def evidence(
     under_way = now - sessions[-1].end < gap
     done = sessions[:-1] if under_way else sessions  # sessions that are over
     found: dict[str, Evidence] = {}
+    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
     if under_way:  # the next launch of this session: any launch tells
-        found["follows"] = follows(sessions)
-        found["follows_here"] = follows(sessions, near=HERE)
-        what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+        found["follows"], found["follows_here"] = follows(sessions, near=HERE)
+        found["session"] = launched_in(sessions[-1])
+        what = every
         words, count = "used", len(sessions)
     else:  # the launch the next session begins with: first launches tell
         found["after_here"] = begins_after(sessions, len(done), near=(now, HERE))
+        found["here_all"] = launched_here(every, now, HERE, "used at this time of day")
         what = [(n, s.launches[0]) for n, s in enumerate(done)]
         words, count = "began a session", len(done)
-    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-    if under_way:
-        found["session"] = launched_in(sessions[-1])
-    else:
-        found["here_all"] = launched_here(every, now, HERE, "used at this time of day")
     found["yesterday"] = launched_last_day(every, now)
     found["weekly"] = launched_now(what, now, WEEK, f"{words} at this time of the week")
     found["daily"] = launched_now(what, now, DAY, f"{words} at this time of day")

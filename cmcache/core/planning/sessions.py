@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -34,11 +34,11 @@ class Launch:
 
     start: float
     models: tuple[str, ...]
+    # The model the launch began with: a field, not a property, as forecasts read it often.
+    lead: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def lead(self) -> str:
-        """The model the launch began with."""
-        return self.models[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lead", self.models[0])
 
 
 @dataclass(frozen=True)

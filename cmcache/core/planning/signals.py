@@ -52,31 +52,33 @@ def _led_in(sessions: Sequence[Session]) -> dict[str, list[int]]:
     return where
 
 
-def follows(sessions: list[Session], near: float | None = None) -> Evidence:
-    """What was launched right after the latest launches' leads, in past sessions (with
-    ``near``: only after launches this close to the same time of day)."""
+def follows(sessions: list[Session], near: float) -> tuple[Evidence, Evidence]:
+    """What was launched right after the latest launches' leads in past sessions: after any
+    of their launches, and after those ``near`` the same time of day."""
     past = sessions[:-1]
     where = _led_in(past)
-    found: Evidence = {}
-    tail = " sessions" if near is None else " sessions at this time of day"
+    anywhere: Evidence = {}
+    here: Evidence = {}
     for launch in sessions[-1].launches[-CONTEXT:]:
-        numbers = where.get(launch.lead, [])[-MAX_SESSIONS:]
+        lead = launch.lead
+        numbers = where.get(lead, [])[-MAX_SESSIONS:]
         if not numbers:
             continue
-        nxt: Counter[str] = Counter()
-        n = 0
+        after: Counter[str] = Counter()
+        after_here: Counter[str] = Counter()
+        sessions_here = 0
         for number in numbers:
             steps = past[number].launches
-            pairs = [
-                (a, b)
-                for a, b in pairwise(steps)
-                if a.lead == launch.lead and (near is None or _close(a.start, launch.start, near))
-            ]
-            n += bool(pairs) or near is None
-            nxt.update({b.lead for _a, b in pairs})
-        if n:
-            _best(found, nxt, n, f"follows {file_name(launch.lead)} in", tail)
-    return found
+            pairs = [(a.start, b.lead) for a, b in pairwise(steps) if a.lead == lead]
+            after.update({b for _a, b in pairs})
+            close = {b for a, b in pairs if _close(a, launch.start, near)}
+            sessions_here += bool(close)
+            after_here.update(close)
+        head = f"follows {file_name(lead)} in"
+        _best(anywhere, after, len(numbers), head, " sessions")
+        if sessions_here:
+            _best(here, after_here, sessions_here, head, " sessions at this time of day")
+    return anywhere, here
 
 
 def _close(at: float, other: float, within: float) -> bool:
