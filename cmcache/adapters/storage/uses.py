@@ -131,9 +131,9 @@ class UseLog:
             return sessions_from_runs(self._runs_from_log(cursor), self.session_gap)
         launches: dict[float, list[Launch]] = {}
         rows = cursor.execute("SELECT session, start, models FROM use_launches ORDER BY rowid")
-        for session, start, refs in rows:
-            models = tuple(dict.fromkeys(refs.split(SEP)))
-            launches.setdefault(session, []).append(Launch(start, models))
+        for session, start, refs in rows:  # a model begins a launch once: no repeats
+            models = tuple(refs.split(SEP))
+            launches.setdefault(session, []).append(Launch(start, models, models[0]))
         out = []
         for start, end in cursor.execute("SELECT start, end FROM use_sessions ORDER BY start"):
             found = launches.get(start)

@@ -217,11 +217,14 @@ def _companions(
     launches: Sequence[Launch], leads: dict[str, Prediction]
 ) -> dict[str, list[Prediction]]:
     """What came with the likeliest leads: their chance times how often it came with them."""
-    led: dict[str, list[Launch]] = {}
+    likeliest = sorted(leads.values(), key=lambda p: -p.score)[:COMPANIONS_OF]
+    led: dict[str, list[Launch]] = {p.ref: [] for p in likeliest}
     for launch in launches:
-        led.setdefault(launch.lead, []).append(launch)
+        times = led.get(launch.lead)
+        if times is not None:
+            times.append(launch)
     out: dict[str, list[Prediction]] = {}
-    for lead in sorted(leads.values(), key=lambda p: -p.score)[:COMPANIONS_OF]:
+    for lead in likeliest:
         times = led.get(lead.ref, [])[-MAX_SESSIONS:]
         together = Counter(m for launch in times for m in launch.models[1:])
         n = len(times)

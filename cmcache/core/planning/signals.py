@@ -113,13 +113,17 @@ def launched_now(
     periods (weeks or days): out of the periods in which anything was launched then."""
     led: dict[str, set[int]] = {}
     active: set[int] = set()
-    for _session, launch in launches:
-        # Periods k ≥ 1 back whose window [now - BEFORE - k·period, now + AFTER - k·period)
-        # holds the launch.
-        low = max(1, math.ceil((now - BEFORE - launch.start) / period))
-        high = math.ceil((now + AFTER - launch.start) / period) - 1
-        for k in range(low, high + 1):
-            led.setdefault(launch.lead, set()).add(k)
+    # A window (BEFORE + AFTER) is shorter than a period: a launch falls in one at most.
+    ceil, early, late = math.ceil, now - BEFORE, now + AFTER
+    for _session, launch in launches:  # thousands of launches: kept lean
+        # The period k ≥ 1 back whose window [now - BEFORE - k·period, now + AFTER - k·period)
+        # holds the launch, if any.
+        k = ceil((early - launch.start) / period)
+        if k >= 1 and launch.start < late - k * period:
+            found_k = led.get(launch.lead)
+            if found_k is None:
+                found_k = led[launch.lead] = set()
+            found_k.add(k)
             active.add(k)
     unit = "weeks" if period == WEEK else "days"
     counts = Counter({ref: len(ks) for ref, ks in led.items()})
