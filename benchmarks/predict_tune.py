@@ -7,7 +7,8 @@ score stays a chance) then maximises top-3 accuracy (ties: top-1) on the session
 ``--split`` days (default 14). Accuracy is printed for those days and for the held-out days
 after them, with the weights ``core/planning/predict.py`` carries and with the tuned ones, and
 beside the *ceiling*: the share a predictor would reach that knew who is at the box, every
-user's repertoire and habits, and the generator's own probabilities (use_trace.py).
+user's repertoire and habits, and the generator's own probabilities (use_trace.py), and the
+forecast over each user's own log (as if the log said who used what).
 """
 
 from __future__ import annotations
@@ -162,6 +163,11 @@ def ceiling(trace: dict[str, Any], split: int) -> tuple[float, float]:
     return hits[0][1] / max(1, hits[0][0]), hits[1][1] / max(1, hits[1][0])
 
 
+def own_log(trace: dict[str, Any], user: int) -> dict[str, Any]:
+    """The trace as if the box had one user: what a log that said who used what would give."""
+    return {**trace, "sessions": [s for s in trace["sessions"] if s[0] == user]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=int, default=14, metavar="DAYS")
@@ -176,9 +182,14 @@ def main() -> None:
             top3, top1, n = accuracy(which, weights)
             print(f"{name:>8} {part:>11}: top-3 {top3:6.1%}  top-1 {top1:6.1%}  ({n} sessions)")
 
-    show("current", (predict.UNDER_WAY, predict.NEXT_SESSION))
+    current = (predict.UNDER_WAY, predict.NEXT_SESSION)
+    show("current", current)
     known = ceiling(trace, split)
     print(f" ceiling: top-3 {known[0]:.1%} (days 1-{split}), {known[1]:.1%} (the rest)")
+    mine = [a for user in range(len(trace["users"])) for a in collect(own_log(trace, user))]
+    for part, which in ((f"days 1-{split}", False), (f"days {split + 1}-30", True)):
+        top3, top1, n = accuracy([a for a in mine if (a.day >= split) == which], current)
+        print(f"each user's own log, {part}: top-3 {top3:.1%}  top-1 {top1:.1%}  ({n} sessions)")
     tuned = tune(first)
     show("tuned", tuned)
     for case, weights in zip(("UNDER_WAY", "NEXT_SESSION"), tuned, strict=True):
