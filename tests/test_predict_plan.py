@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cmcache.adapters.storage.index import Index
@@ -89,6 +90,26 @@ def test_sessions_kept_by_the_index_are_the_sessions_of_its_runs(tmp_path: Path)
     again = Index(tmp_path / "index.sqlite3", session_gap=3000)  # another gap: rebuilt
     assert again.sessions() == sessions_from_runs(again.runs(), 3000)
     assert len(again.sessions()) == 2
+    again.close()
+
+
+def test_an_index_that_kept_no_sessions_has_them_built_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = Index(path, session_gap=600)
+    for ref, at in [("a/x", 0.0), ("a/y", 100.0), ("a/x", 5000.0)]:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 10_000 + at)
+    index.close()
+    with sqlite3.connect(path) as db:  # as an earlier cmcache left it: runs, no sessions
+        db.execute("DELETE FROM use_sessions")
+        db.execute("DELETE FROM use_launches")
+        db.execute("DELETE FROM meta WHERE key = 'use_gap'")
+    db.close()
+    again = Index(path, session_gap=600)
+    assert [[launch.models for launch in s.launches] for s in again.sessions()] == [
+        [("a/x",), ("a/y",)],
+        [("a/x",)],
+    ]
     again.close()
 
 
