@@ -13,7 +13,9 @@ Each replay then moves a simulated cache through time with the product's planner
 
 - a session needs its template's models at its start: present → hit; else it waits for the
   download (size ÷ the source's throughput; downloads of one session share the link, so their
-  times add up), or for the rest of a prefetch still under way;
+  times add up). A model prefetch has queued but not finished is pulled at high priority, which
+  preempts prefetch's low one: the session waits for the rest of it, or for all of it when
+  prefetch has not reached it yet, never for the models queued before it;
 - prefetch downloads one model after another in the background; bytes count, waiting does not;
 - ``keep_days`` is one hour: a model in use is never evicted, everything else is fair game.
 """
@@ -73,8 +75,8 @@ class Moment:
 class Learned:
     moments: dict[float, Moment]
     # At each session start: the model it needs first, the top 3 predicted, whether a session
-    # (by the gap) was under way.
-    guesses: list[tuple[str, list[str], bool]]
+    # (by the gap) was under way, the day of the trace (0 first).
+    guesses: list[tuple[str, list[str], bool, int]]
     seconds: float  # the learning pass, wall time
 
 
@@ -123,7 +125,7 @@ def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float)
     with_predict = prefetch_settings(POPULAR, True, gap / 60)
     settings: Any = Settings(with_predict)
     moments: dict[float, Moment] = {}
-    guesses: list[tuple[str, list[str], bool]] = []
+    guesses: list[tuple[str, list[str], bool, int]] = []
     with tempfile.TemporaryDirectory() as scratch:
         index = Index(Path(scratch) / "index.sqlite3", use_log_days=30, session_gap=gap)
         at_use, last = 0, None
@@ -142,7 +144,8 @@ def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float)
             first = uses[at_use] if at_use < len(uses) else None
             if ask in start_set and first is not None and first[0] == ask:  # its first need
                 under_way = last is not None and ask - last < gap
-                guesses.append((first[1], [p.ref for p in seen.ranked(3)], under_way))
+                day = int((ask - trace["start"]) // 86400)
+                guesses.append((first[1], [p.ref for p in seen.ranked(3)], under_way, day))
         index.close()
     return Learned(moments, guesses, time.perf_counter() - began)
 
@@ -250,7 +253,11 @@ def replay(
                 if held is not None and held.ready <= now:
                     result.hits += 1
                 elif held is not None:  # a prefetch is bringing it
-                    result.waited += held.ready - now
+                    # The session's own pull (high priority) takes over: it waits for the rest
+                    # of the download under way, or for its own download if not begun yet.
+                    wait = min(held.ready - now, seconds(ref))
+                    result.waited += wait
+                    held.ready = now + wait
                 else:
                     result.waited += seconds(ref)
                     result.bytes += sizes[ref]

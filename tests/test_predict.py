@@ -175,3 +175,44 @@ def test_cost_policy_evicts_the_cheap_to_refetch_model_first_at_equal_recency(
     assert [r["filename"] for r in cost.json()["data"]["removed"]] == ["small.bin"]
     assert (cli.root / "checkpoints" / "big.bin").exists()
     assert not (cli.root / "checkpoints" / "small.bin").exists()
+
+
+def test_what_follows_a_model_at_this_time_of_day_comes_first(cli: Cli) -> None:
+    catalog(cli, ["a.bin", "b.bin", "c.bin"])
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for day in range(1, 6):  # A then B around this time of day, A then C twelve hours away
+        for start, then in (
+            (now - day * DAY - 900, "b.bin"),
+            (now - day * DAY + 12 * 3600, "c.bin"),
+        ):
+            for offset, name in ((0, "a.bin"), (300, then)):
+                index.record_use("checkpoints", name, at=start + offset)
+    index.close()
+    assert cli("touch", "a.bin").code == 0
+    predictions = cli("--json", "predict").json()["data"]["predictions"]
+    assert predictions[0]["ref"] == "checkpoints/b.bin"
+    assert predictions[0]["reason"] == "follows a.bin in 5 of 5 sessions at this time of day"
+    assert predictions[0]["score"] > predictions[1]["score"]
+
+
+def test_predict_limit_counts_workflows_each_with_its_companions(cli: Cli) -> None:
+    config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\npredict_limit = 1\n'
+    catalog(cli, ["a.bin", "vae.bin", "c.bin"], config)
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for day in range(1, 7):  # a workflow of A with its VAE at this time of day; C on most days
+        index.record_use("checkpoints", "a.bin", at=now - day * DAY + 60)
+        index.record_use("checkpoints", "vae.bin", at=now - day * DAY + 61)
+        if day > 1:
+            index.record_use("checkpoints", "c.bin", at=now - day * DAY + 1200)
+    index.close()
+    ranked = [p["ref"] for p in cli("--json", "predict").json()["data"]["predictions"]]
+    assert ranked[:2] == ["checkpoints/a.bin", "checkpoints/c.bin"]  # the VAE comes with A
+    plan = cli("--json", "prefetch", "--dry-run")
+    assert plan.code == 0, plan.stderr
+    assert plan.json()["data"]["planned"] == ["checkpoints/a.bin", "checkpoints/vae.bin"]
+    reason = plan.json()["data"]["reasons"]["checkpoints/vae.bin"]
+    assert reason.startswith("predicted: comes with a.bin")

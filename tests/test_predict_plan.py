@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cmcache.adapters.storage.index import Index
@@ -65,6 +66,51 @@ def test_runs_kept_by_the_index_are_the_runs_of_the_log(tmp_path: Path) -> None:
     readonly = Index(tmp_path / "index.sqlite3", session_gap=600, readonly=True)
     assert readonly.runs() == expected
     readonly.close()
+
+
+def test_sessions_kept_by_the_index_are_the_sessions_of_its_runs(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", session_gap=600)
+    stream = [("a/x", 0.0), ("a/y", 5.0), ("a/z", 30.0), ("a/x", 300.0), ("a/y", 2000.0)]
+    stream += [("a/x", 2010.0), ("a/z", 4000.0), ("a/x", 4500.0), ("a/y", 9000.0)]
+    for ref, at in stream:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 10_000 + at)
+    sessions = index.sessions()
+    assert sessions == sessions_from_runs(index.runs(), 600)
+    assert [[launch.models for launch in s.launches] for s in sessions] == [
+        [("a/x", "a/y"), ("a/z",)],  # y began 5 s after x: one launch; z 25 s later: another
+        [("a/y", "a/x")],
+        [("a/z",), ("a/x",)],
+        [("a/y",)],
+    ]
+    index.record_use("a", "w", at=NOW - 10_000 + 200)  # late news of an earlier use: redone
+    assert index.sessions() == sessions_from_runs(index.runs(), 600)
+    assert index.sessions()[0].launches[-1].models == ("a/w",)
+    index.close()
+    again = Index(tmp_path / "index.sqlite3", session_gap=3000)  # another gap: rebuilt
+    assert again.sessions() == sessions_from_runs(again.runs(), 3000)
+    assert len(again.sessions()) == 2
+    again.close()
+
+
+def test_an_index_that_kept_no_sessions_has_them_built_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = Index(path, session_gap=600)
+    for ref, at in [("a/x", 0.0), ("a/y", 100.0), ("a/x", 5000.0)]:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 10_000 + at)
+    index.close()
+    with sqlite3.connect(path) as db:  # as an earlier cmcache left it: runs, no sessions
+        db.execute("DELETE FROM use_sessions")
+        db.execute("DELETE FROM use_launches")
+        db.execute("DELETE FROM meta WHERE key = 'use_gap'")
+    db.close()
+    again = Index(path, session_gap=600)
+    assert [[launch.models for launch in s.launches] for s in again.sessions()] == [
+        [("a/x",), ("a/y",)],
+        [("a/x",)],
+    ]
+    again.close()
 
 
 def test_a_silence_of_the_gap_splits_sessions_and_bursts_make_one_launch() -> None:

@@ -2,15 +2,24 @@
 
 Part of ``Index`` (``index.py`` opens the database; this module never imports sqlite3).
 A *run* is one model's uses, each less than the session gap after the one before: kept as uses
-arrive, so that prediction reads a few rows per session instead of every use.
+arrive. So are the *sessions* and their *launches* (``core.planning.sessions``): a forecast
+reads a row per session and one per launch, not every use nor every run.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
-from cmcache.core.planning.sessions import Run, runs_from_uses
+from cmcache.core.planning.sessions import (
+    Launch,
+    Run,
+    Session,
+    burst_for,
+    runs_from_uses,
+    sessions_from_runs,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -29,7 +38,15 @@ CREATE TABLE IF NOT EXISTS use_runs (
 );
 CREATE INDEX IF NOT EXISTS use_runs_model ON use_runs (folder, filename, last);
 CREATE INDEX IF NOT EXISTS use_runs_last ON use_runs (last);
+CREATE TABLE IF NOT EXISTS use_sessions (
+    start REAL PRIMARY KEY, end REAL NOT NULL, last_first REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS use_launches (
+    session REAL NOT NULL, start REAL NOT NULL, models TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS use_launches_session ON use_launches (session);
 """
+SEP = "\n"  # between the refs of a launch (a file name has no newline)
 
 
 class UseLog:
@@ -70,7 +87,60 @@ class UseLog:
             ).rowcount
             if not extended:
                 db.execute("INSERT INTO use_runs VALUES (:folder, :filename, :at, :at, 1)", row)
+            self._summarise(db, f"{folder}/{filename}", at, began=not extended)
             db.execute("DELETE FROM use_runs WHERE last < ?", (cutoff,))
+            db.execute(
+                "DELETE FROM use_launches WHERE session IN "
+                "(SELECT start FROM use_sessions WHERE end < ?)",
+                (cutoff,),
+            )
+            db.execute("DELETE FROM use_sessions WHERE end < ?", (cutoff,))
+
+    def _summarise(self, db: Any, ref: str, at: float, *, began: bool) -> None:
+        """Extend the latest session by a use at ``at``; a use that ``began`` a run joins the
+        session's latest launch, or starts a launch or a session."""
+        latest = db.execute(
+            "SELECT start, end, last_first FROM use_sessions ORDER BY start DESC LIMIT 1"
+        ).fetchone()
+        if began and latest is not None and at < latest[2]:  # out of order: redo the summary
+            self._summarise_runs(db, self._stored_runs(db))
+            return
+        if latest is None or at - latest[1] >= self.session_gap:
+            db.execute("INSERT INTO use_sessions VALUES (?, ?, ?)", (at, at, at))
+            db.execute("INSERT INTO use_launches VALUES (?, ?, ?)", (at, at, ref))
+            return
+        session = latest[0]
+        if began and at - latest[2] < burst_for(self.session_gap):
+            db.execute(
+                "UPDATE use_launches SET models = models || ? || ? WHERE rowid = (SELECT rowid "
+                "FROM use_launches WHERE session = ? ORDER BY start DESC, rowid DESC LIMIT 1)",
+                (SEP, ref, session),
+            )
+        elif began:
+            db.execute("INSERT INTO use_launches VALUES (?, ?, ?)", (session, at, ref))
+        db.execute(
+            "UPDATE use_sessions SET end = max(end, ?), last_first = ? WHERE start = ?",
+            (at, at if began else latest[2], session),
+        )
+
+    def sessions(self) -> list[Session]:
+        """Every session of uses within the log's window, earliest first, with its launches."""
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        if self._run_gap(cursor) != self.session_gap:  # a read-only index of another gap
+            return sessions_from_runs(self._runs_from_log(cursor), self.session_gap)
+        launches: dict[float, list[Launch]] = {}
+        rows = cursor.execute("SELECT session, start, models FROM use_launches ORDER BY rowid")
+        for session, start, refs in rows:  # a model begins a launch once: no repeats
+            models = tuple(refs.split(SEP))
+            launches.setdefault(session, []).append(Launch(start, models, models[0]))
+        out = []
+        for start, end in cursor.execute("SELECT start, end FROM use_sessions ORDER BY start"):
+            found = launches.get(start)
+            if found:
+                found.sort(key=_start)
+                out.append(Session(start, end, tuple(found)))
+        return out
 
     def runs(self) -> list[Run]:
         """Every run of uses within the log's window, earliest first.
@@ -84,13 +154,18 @@ class UseLog:
             return self._runs_from_log(cursor)
         # Runs arrive in table order, which is nearly their order of first use: sorting them
         # here (stable: ties stay in the order they were recorded) beats asking SQL to.
-        rows = cursor.execute("SELECT folder || '/' || filename, first, last, uses FROM use_runs")
+        return self._stored_runs(cursor)
+
+    def _stored_runs(self, db: Any) -> list[Run]:
+        rows = db.execute("SELECT folder || '/' || filename, first, last, uses FROM use_runs")
         runs = list(map(Run._make, rows))
         runs.sort(key=_first)
         return runs
 
     def _run_gap(self, db: Any) -> float | None:
-        row = db.execute("SELECT value FROM meta WHERE key = 'run_gap'").fetchone()
+        # Runs, sessions and launches were made with this gap (an index without it, or with
+        # another, has them rebuilt from the log when opened for writing).
+        row = db.execute("SELECT value FROM meta WHERE key = 'use_gap'").fetchone()
         return float(row[0]) if row else None
 
     def _runs_from_log(self, db: Any) -> list[Run]:
@@ -105,7 +180,28 @@ class UseLog:
             "INSERT INTO use_runs VALUES (?, ?, ?, ?, ?)",
             ((*r.ref.split("/", 1), r.first, r.last, r.uses) for r in runs),
         )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('run_gap', ?)", (repr(self.session_gap),))
+        self._summarise_runs(db, runs)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('use_gap', ?)", (repr(self.session_gap),))
+
+    def _summarise_runs(self, db: Any, runs: list[Run]) -> None:
+        """Recompute the sessions and launches from the runs (inside the caller's transaction)."""
+        db.execute("DELETE FROM use_sessions")
+        db.execute("DELETE FROM use_launches")
+        firsts = [run.first for run in runs]
+        for session in sessions_from_runs(runs, self.session_gap):
+            # The session's latest first use: a run that began at or before its end.
+            last_first = firsts[bisect_right(firsts, session.end) - 1]
+            db.execute(
+                "INSERT INTO use_sessions VALUES (?, ?, ?)",
+                (session.start, session.end, last_first),
+            )
+            db.executemany(
+                "INSERT INTO use_launches VALUES (?, ?, ?)",
+                (
+                    (session.start, launch.start, SEP.join(launch.models))
+                    for launch in session.launches
+                ),
+            )
 
     def use_log_size(self) -> int:
         """Per-use rows kept."""
@@ -123,3 +219,7 @@ class UseLog:
 
 def _first(run: Run) -> float:
     return run.first
+
+
+def _start(launch: Launch) -> float:
+    return launch.start

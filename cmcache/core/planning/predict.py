@@ -3,15 +3,20 @@
 What a person does next is start a workflow: its first model (the *lead* of a launch, see
 ``sessions``) is what to predict; the rest of the workflow comes with it. Evidence about leads:
 
-- *follows*: while a session is under way, what was launched next after the latest launches'
-  leads in past sessions;
-- *after*: what the session after one with the latest session's leads began with;
-- *weekly*, *daily*: what was launched at this time of the week, of the day;
-- *often*: in how many sessions of the window a model was launched;
-- *lately*: how recently it was launched.
+- while a session is under way, about its next launch: *follows*, what was launched next after
+  the latest launches' leads in past sessions (*follows_here*: only after launches at this time
+  of day, where the same person is likely at work); *session*, what this session launched;
+- once it is over, about what the next session begins with: *after_here*, what the sessions
+  that began at this time of day after one with the latest leads began with; *here_all*, what
+  was used at this time of day;
+- either way: *yesterday*, where the work from this time of day on left off the day before;
+  *weekly*, *daily*, *here*, what was launched at this time of the week, of the day (a narrow
+  and a wide window); *often*, in how many sessions; *lately*, how recently.
 
-Each piece of evidence estimates a chance; they combine as independent chances
-(``1 - Π(1 - weight * estimate)``), and the strongest one is the reason given. Counts are shrunk
+Each piece of evidence estimates a chance; times its weight (at most 1, one set of weights
+while a session is under way and one for the next session, tuned by
+``benchmarks/predict_tune.py``) they combine as independent chances
+(``1 - Π(1 - weight * estimate)``), and the strongest is the reason given. Counts are shrunk
 toward zero (``k / (n + 1)``): one session in one is a hint, not a certainty.
 
 A model that comes with a likely lead (its text encoder, its VAE, its LoRA) gets the lead's
@@ -28,38 +33,61 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from itertools import pairwise
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from cmcache.core.planning.sessions import Launch, Run, Session, sessions_from_runs
+from cmcache.core.planning.sessions import sessions_from_runs
+from cmcache.core.planning.signals import (
+    DAY,
+    HERE,
+    HOUR,
+    MAX_SESSIONS,
+    WEEK,
+    Evidence,
+    begins_after,
+    file_name,
+    follows,
+    launched_here,
+    launched_in,
+    launched_last_day,
+    launched_lately,
+    launched_now,
+    launched_often,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Sequence
 
-HOUR = 3600.0
-DAY = 24 * HOUR
-WEEK = 7 * DAY
-# "At this time" looks ahead: from half an hour ago to an hour and a half from now.
-BEFORE, AFTER = 0.5 * HOUR, 1.5 * HOUR
-LATELY = DAY  # how fast "launched lately" fades
+    from cmcache.core.planning.sessions import Launch, Run, Session
+
 USAGE_FADES = 3 * DAY  # how fast a session counts less in how often a model is used
 SOON = 12 * HOUR  # eviction weighs whether a model was used in the half day ahead, on past days
-CONTEXT = 2  # the latest launches of a session under way whose followers are counted
-MAX_SESSIONS = 200  # the latest sessions with a model that what follows it is counted over
 COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
 # Prefetch fetches a predicted model only when it is more likely needed than not: a wrong guess
 # costs a download and evicts something else.
 WORTH_FETCHING = 0.5
-WEIGHTS = {
+# Weights of the signals, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
+# (benchmarks/predict_tune.py) and measured on the two after.
+UNDER_WAY = {  # while a session is under way: its next launch
     "follows": 1.0,
-    "after": 1.0,
+    "follows_here": 1.0,
+    "session": 0.8,
+    "yesterday": 1.0,
     "weekly": 0.8,
-    "daily": 0.6,
-    "often": 0.5,
+    "daily": 0.8,
+    "here": 0.3,
+    "often": 0.1,
     "lately": 0.3,
 }
-
-Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
+NEXT_SESSION = {  # once it is over: what the next session begins with
+    "after_here": 0.4,
+    "here_all": 0.4,
+    "yesterday": 0.05,
+    "weekly": 0.6,
+    "daily": 0.6,
+    "here": 0.3,
+    "lately": 0.1,
+}
 
 
 @dataclass(frozen=True)
@@ -77,7 +105,14 @@ class Forecast:
 
     leads: dict[str, Prediction]
     companions: dict[str, list[Prediction]]  # lead → what comes with it, likeliest first
-    usage: dict[str, float]  # share of recent sessions (weighted by recency) using each model
+    # Share of recent sessions (weighted by recency) using each model, or of past days using it
+    # in the hours ahead: only eviction asks, so it is worked out when asked.
+    usage_of: Callable[[], dict[str, float]] = dict
+
+    @cached_property
+    def usage(self) -> dict[str, float]:
+        """How often each model was used lately (see ``usage_of``)."""
+        return self.usage_of()
 
     def chances(self) -> dict[str, float]:
         """Every model's chance of being needed soon: as the next lead, with one, or as
@@ -95,11 +130,11 @@ class Forecast:
         ranked = sorted(self.leads.values(), key=lambda p: (-p.score, p.ref))
         return ranked if limit is None else ranked[:limit]
 
-    def worth_fetching(self) -> list[Prediction]:
-        """What to download ahead: each lead at least ``WORTH_FETCHING`` likely, best first,
-        followed by its companions that are too."""
+    def worth_fetching(self, leads: int | None = None) -> list[Prediction]:
+        """What to download ahead: each lead at least ``WORTH_FETCHING`` likely (the first
+        ``leads`` of them), best first, each followed by its companions that are too."""
         out: dict[str, Prediction] = {}
-        for lead in self.ranked():
+        for lead in self.ranked(leads):
             if lead.score < WORTH_FETCHING:
                 break
             out.setdefault(lead.ref, lead)
@@ -111,144 +146,89 @@ class Forecast:
 
 def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
     """Score the models of ``runs`` (sorted by first use, none after ``now``)."""
-    sessions = sessions_from_runs(runs, gap)
+    return forecast_sessions(sessions_from_runs(runs, gap), now=now, gap=gap, runs=lambda: runs)
+
+
+def forecast_sessions(
+    sessions: list[Session], *, now: float, gap: float, runs: Callable[[], Sequence[Run]]
+) -> Forecast:
+    """Score the models of ``sessions`` (earliest first, none after ``now``); ``runs`` gives
+    their runs, read only if eviction asks for chances."""
     if not sessions:
-        return Forecast({}, {}, {})
-    open_session = now - sessions[-1].end < gap
-    done = sessions[:-1] if open_session else sessions  # sessions that are over
-    pieces: dict[str, list[tuple[float, str]]] = {}
-
-    def add(signal: str, evidence: Evidence) -> None:
-        for ref, (value, reason) in evidence.items():
-            pieces.setdefault(ref, []).append((WEIGHTS[signal] * value, reason))
-
-    if open_session:  # the next launch of this session: any launch tells
-        add("follows", _follows(sessions))
-        what = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-        words, count = "used", len(sessions)
-    else:  # the launch the next session begins with: first launches tell
-        add("after", _begins_after(sessions, len(done)))
-        what = [(n, s.launches[0]) for n, s in enumerate(done)]
-        words, count = "began a session", len(done)
-    add("weekly", _launched_now(what, now, WEEK, f"{words} at this time of the week"))
-    add("daily", _launched_now(what, now, DAY, f"{words} at this time of day"))
-    add("often", _launched_often(what, count, words))
-    add("lately", _launched_lately(what, now, words))
-    leads = {}
-    for ref, found in pieces.items():
-        miss = 1.0
-        for value, _reason in found:
-            miss *= 1.0 - min(value, 1.0)
-        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(found)[1])
+        return Forecast({}, {})
+    under_way, found = evidence(sessions, now=now, gap=gap)
+    leads = combine(found, UNDER_WAY if under_way else NEXT_SESSION)
     launches = [launch for session in sessions for launch in session.launches]
-    usage = _usage(sessions, now)
-    for ref, value in _used_soon(runs, now, DAY, SOON).items():
-        usage[ref] = max(usage.get(ref, 0.0), value)
+
+    def usage() -> dict[str, float]:
+        usage = _usage(sessions, now)
+        for ref, value in _used_soon(runs(), now, DAY, SOON).items():
+            usage[ref] = max(usage.get(ref, 0.0), value)
+        return usage
+
     return Forecast(leads, _companions(launches, leads), usage)
 
 
-def _name(ref: str) -> str:
-    return ref.rpartition("/")[2]
+def evidence(
+    sessions: list[Session], *, now: float, gap: float
+) -> tuple[bool, dict[str, Evidence]]:
+    """Whether a session is under way, and each signal's evidence about the next lead."""
+    under_way = now - sessions[-1].end < gap
+    done = sessions[:-1] if under_way else sessions  # sessions that are over
+    found: dict[str, Evidence] = {}
+    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+    if under_way:  # the next launch of this session: any launch tells
+        found["follows"], found["follows_here"] = follows(sessions, near=HERE)
+        found["session"] = launched_in(sessions[-1])
+        what = every
+        words, count = "used", len(sessions)
+    else:  # the launch the next session begins with: first launches tell
+        found["after_here"] = begins_after(sessions, len(done), near=(now, HERE))
+        found["here_all"] = launched_here(every, now, HERE, "used at this time of day")
+        what = [(n, s.launches[0]) for n, s in enumerate(done)]
+        words, count = "began a session", len(done)
+    found["yesterday"] = launched_last_day(every, now)
+    found["weekly"] = launched_now(what, now, WEEK, f"{words} at this time of the week")
+    found["daily"] = launched_now(what, now, DAY, f"{words} at this time of day")
+    found["here"] = launched_here(what, now, HERE, f"{words} at this time of day")
+    found["often"] = launched_often(what, count, words)
+    found["lately"] = launched_lately(what, now, words)
+    return under_way, found
 
 
-def _best(into: Evidence, counts: Counter[str], n: int, head: str, tail: str = "") -> None:
-    """Keep, per model, the strongest ``k / (n + 1)`` with its reason."""
-    for ref, k in counts.items():
-        value = k / (n + 1)
-        if value > into.get(ref, (0.0, ""))[0]:
-            into[ref] = (value, f"{head} {k} of {n}{tail}")
-
-
-def _led_in(sessions: Sequence[Session]) -> dict[str, list[int]]:
-    """Each lead → the numbers of the sessions in which it led a launch."""
-    where: dict[str, list[int]] = {}
-    for number, session in enumerate(sessions):
-        for lead in dict.fromkeys(launch.lead for launch in session.launches):
-            where.setdefault(lead, []).append(number)
-    return where
-
-
-def _follows(sessions: list[Session]) -> Evidence:
-    """What was launched right after the latest launches' leads, in past sessions."""
-    past = sessions[:-1]
-    where = _led_in(past)
-    found: Evidence = {}
-    for launch in sessions[-1].launches[-CONTEXT:]:
-        numbers = where.get(launch.lead, [])[-MAX_SESSIONS:]
-        if not numbers:
-            continue
-        nxt: Counter[str] = Counter()
-        for number in numbers:
-            steps = past[number].launches
-            nxt.update({b.lead for a, b in pairwise(steps) if a.lead == launch.lead})
-        _best(found, nxt, len(numbers), f"follows {_name(launch.lead)} in", " sessions")
-    return found
-
-
-def _begins_after(sessions: list[Session], done: int) -> Evidence:
-    """What the session after one with the latest session's leads began with."""
-    where = _led_in(sessions[:-1])
-    found: Evidence = {}
-    for lead in dict.fromkeys(launch.lead for launch in sessions[-1].launches[-CONTEXT:]):
-        after = [n + 1 for n in where.get(lead, [])[-MAX_SESSIONS:] if n + 1 < done]
-        if after:
-            began = Counter(sessions[n].launches[0].lead for n in after)
-            _best(found, began, len(after), f"began the session after {_name(lead)} in")
-    return found
-
-
-def _launched_now(
-    launches: Iterable[tuple[int, Launch]], now: float, period: float, words: str
-) -> Evidence:
-    """What was launched around this time (from ``BEFORE`` ago to ``AFTER`` ahead) of past
-    periods (weeks or days): out of the periods in which anything was launched then."""
-    led: dict[str, set[int]] = {}
-    active: set[int] = set()
-    for _session, launch in launches:
-        # Periods k ≥ 1 back whose window [now - BEFORE - k·period, now + AFTER - k·period)
-        # holds the launch.
-        low = max(1, math.ceil((now - BEFORE - launch.start) / period))
-        high = math.ceil((now + AFTER - launch.start) / period) - 1
-        for k in range(low, high + 1):
-            led.setdefault(launch.lead, set()).add(k)
-            active.add(k)
-    unit = "weeks" if period == WEEK else "days"
-    counts = Counter({ref: len(ks) for ref, ks in led.items()})
-    found: Evidence = {}
-    _best(found, counts, len(active), f"{words} in", f" {unit}")
-    return found
-
-
-def _launched_often(launches: Iterable[tuple[int, Launch]], sessions: int, words: str) -> Evidence:
-    """In how many sessions each lead was launched."""
-    counts = Counter(lead for _n, lead in {(n, launch.lead) for n, launch in launches})
-    found: Evidence = {}
-    _best(found, counts, sessions, f"{words} in", " sessions")
-    return found
-
-
-def _launched_lately(launches: Sequence[tuple[int, Launch]], now: float, words: str) -> Evidence:
-    found: Evidence = {}
-    for _session, launch in reversed(launches):
-        if launch.lead not in found:
-            age = max(0.0, now - launch.start)
-            found[launch.lead] = (math.exp(-age / LATELY), f"{words} {_ago(age)} ago")
-    return found
+def combine(found: dict[str, Evidence], weights: dict[str, float]) -> dict[str, Prediction]:
+    """Each model's pieces of evidence as independent chances; the strongest is the reason."""
+    pieces: dict[str, list[tuple[float, str]]] = {}
+    for signal, by_ref in found.items():
+        weight = weights.get(signal, 0.0)
+        if weight > 0:
+            for ref, (value, reason) in by_ref.items():
+                pieces.setdefault(ref, []).append((min(weight * value, 1.0), reason))
+    leads = {}
+    for ref, values in pieces.items():
+        miss = 1.0
+        for value, _reason in values:
+            miss *= 1.0 - value
+        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(values)[1])
+    return leads
 
 
 def _companions(
     launches: Sequence[Launch], leads: dict[str, Prediction]
 ) -> dict[str, list[Prediction]]:
     """What came with the likeliest leads: their chance times how often it came with them."""
-    led: dict[str, list[Launch]] = {}
+    likeliest = sorted(leads.values(), key=lambda p: -p.score)[:COMPANIONS_OF]
+    led: dict[str, list[Launch]] = {p.ref: [] for p in likeliest}
     for launch in launches:
-        led.setdefault(launch.lead, []).append(launch)
+        times = led.get(launch.lead)
+        if times is not None:
+            times.append(launch)
     out: dict[str, list[Prediction]] = {}
-    for lead in sorted(leads.values(), key=lambda p: -p.score)[:COMPANIONS_OF]:
+    for lead in likeliest:
         times = led.get(lead.ref, [])[-MAX_SESSIONS:]
         together = Counter(m for launch in times for m in launch.models[1:])
         n = len(times)
-        words = f"comes with {_name(lead.ref)}"
+        words = f"comes with {file_name(lead.ref)}"
         withs = [
             Prediction(ref, round(lead.score * k / (n + 1), 4), f"{words} {k} of {n} times")
             for ref, k in together.most_common()
@@ -288,11 +268,3 @@ def _used_soon(runs: Sequence[Run], now: float, period: float, ahead: float) -> 
             found.update(range(max(1, low), high + 1))
     periods = max(1, math.ceil((now - runs[0].first) / period))
     return {ref: len(ks) / (periods + 1) for ref, ks in used.items()}
-
-
-def _ago(seconds: float) -> str:
-    if seconds < HOUR:
-        return f"{max(1, round(seconds / 60))} min"
-    if seconds < 2 * DAY:
-        return f"{round(seconds / HOUR)} h"
-    return f"{round(seconds / DAY)} days"

@@ -28,17 +28,20 @@ class Run(NamedTuple):
     uses: int
 
 
-@dataclass(frozen=True)
-class Launch:
-    """Models that began being used together; ``models[0]`` (the lead) first."""
+class Launch(NamedTuple):
+    """Models that began being used together; ``models[0]``, the *lead*, first.
+
+    A tuple with the lead as a field of its own: a forecast makes and reads thousands.
+    """
 
     start: float
     models: tuple[str, ...]
+    lead: str
 
-    @property
-    def lead(self) -> str:
-        """The model the launch began with."""
-        return self.models[0]
+    @classmethod
+    def of(cls, start: float, models: tuple[str, ...]) -> Launch:
+        """The launch of ``models`` (at least one) at ``start``."""
+        return cls(start, models, models[0])
 
 
 @dataclass(frozen=True)
@@ -104,4 +107,4 @@ def sessions_from_runs(runs: Iterable[Run], gap: float) -> list[Session]:
 
 def _session(start: float, end: float, starts: list[float], launches: list[list[str]]) -> Session:
     pairs = zip(starts, launches, strict=True)
-    return Session(start, end, tuple(Launch(at, tuple(dict.fromkeys(ms))) for at, ms in pairs))
+    return Session(start, end, tuple(Launch.of(at, tuple(dict.fromkeys(ms))) for at, ms in pairs))

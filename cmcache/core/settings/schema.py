@@ -254,7 +254,11 @@ KEYS: dict[str, dict[str, Key]] = {
         "window_days": Key(_days, 30, "how far back `popular` counts uses"),
         "workflows": Key(_string_list, [], "workflow files (globs) whose models stay present"),
         "predict": Key(_boolean, False, "also fetch the models the use log predicts (`predict`)"),
-        "predict_limit": Key(_positive_int, 3, "at most this many predicted models"),
+        "predict_limit": Key(
+            _positive_int,
+            3,
+            "at most this many predicted workflows (their leads' companions come too)",
+        ),
         "session_gap_minutes": Key(_minutes, 30, "a silence this long ends a session of uses"),
     },
 }

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cmcache.core.planning.predict import forecast
+from cmcache.core.planning.predict import forecast_sessions
 from cmcache.core.planning.prune import CostOrder, cost_order
 from cmcache.services.cache.store import existing_index
 
@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 def read_forecast(settings: Settings, index: Index, now: float | None = None) -> Forecast:
-    """Every model of the use log scored as of ``now``."""
+    """Every model of the use log scored as of ``now`` (from the sessions the index keeps;
+    the runs of uses are read only if eviction asks for chances)."""
     now = time.time() if now is None else now
-    return forecast(index.runs(), now=now, gap=settings.prefetch.session_gap)
+    gap = settings.prefetch.session_gap
+    return forecast_sessions(index.sessions(), now=now, gap=gap, runs=index.runs)
 
 
 def predict_models(settings: Settings, limit: int | None) -> list[Prediction]:

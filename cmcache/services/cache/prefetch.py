@@ -61,14 +61,10 @@ def wanted_entries(
             continue
         wants.setdefault(entry.ref, Want(entry, "listed in [prefetch] models"))
     if seen is not None and settings.predict:
-        predicted = 0
-        for guess in seen.worth_fetching():
+        for guess in seen.worth_fetching(settings.predict_limit):
             known = catalog.get(guess.ref)
-            if predicted >= settings.predict_limit:
-                break
             if known is not None and known.ref not in wants:
                 wants[known.ref] = Want(known, f"predicted: {guess.reason}", guess.score)
-                predicted += 1
     if settings.popular:
         since = now - settings.window_days * 86400
         enough = len(wants) + settings.popular
