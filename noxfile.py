@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
-nox.options.default_venv_backend = "venv"
+# uv makes each session's venv in seconds (pip took minutes on a loaded 2-core machine); plain
+# venv + pip where uv is not installed (`pip install 'nox[uv]'` brings it).
+nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -63,10 +66,16 @@ def comfyui_venv(session: nox.Session) -> Path | None:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     started = time.monotonic()
-    session.run("python3", "-m", "venv", str(venv), external=True)
-    # The lock pins every version; a machine-wide pip constraint must not move them.
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(lock)]
-    session.run(*pip, external=True, env={"PIP_CONSTRAINT": os.devnull})
+    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if uv:  # parallel downloads: about 1.5 min for the lock's 6.7 GB instead of 2 or more
+        session.run(uv, "venv", "--quiet", str(venv), external=True)
+        install = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")]
+        session.run(*install, "-r", str(lock), external=True)
+    else:
+        session.run("python3", "-m", "venv", str(venv), external=True)
+        # The lock pins every version; a machine-wide pip constraint must not move them.
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(lock)]
+        session.run(*pip, external=True, env={"PIP_CONSTRAINT": os.devnull})
     (venv / "complete").write_text("")
     session.log(f"ComfyUI's venv installed in {time.monotonic() - started:.0f} s: {venv}")
     return venv
