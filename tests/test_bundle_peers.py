@@ -149,3 +149,22 @@ def test_members_only_partly_held_come_from_the_archive(
     assert archive_requests(origin) > before
     assert holds_every_member(second)
     assert downloaded(second, "peer") == 0  # the archive brings them all: peers are not asked
+
+
+def test_a_vanished_peer_costs_the_archive_not_the_pull(
+    nodes: list[Node], origin: Origin, redis_url: str
+) -> None:
+    import redis
+
+    first, second = nodes[0], nodes[1]
+    join_bundle(nodes[:2], origin, redis_url)
+    assert first.cli("pull", "pack").code == 0
+    first.stop(signal.SIGKILL)  # gone, but its heartbeat has not lapsed yet
+    redis.Redis.from_url(redis_url).expire(f"cmcache:node:{first.host}", 60)
+    before = archive_requests(origin)
+    result = second.cli("pull", "pack")
+    assert result.code == 0, result.stderr
+    assert "did not come from peers; fetching the archive" in result.stderr
+    assert archive_requests(origin) > before
+    assert holds_every_member(second)
+    assert downloaded(second, "peer") == 0

@@ -455,8 +455,10 @@ class Downloader:
 
     def _report(self) -> None:
         ended = {True: ProgressState.DONE, False: ProgressState.FAILED}
-        snapshot = [
-            Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0) for r, o in self._done.items()
+        snapshot = [  # a member peers did not deliver is not over: its archive follows
+            Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0)
+            for r, o in self._done.items()
+            if o.outcome.ok or o.target.entry.bundle is None
         ]
         snapshot += [live.progress() for live in self._live.values()]
         snapshot += [Progress(ref, ProgressState.LOCKED, 0, 0, 0) for ref in self._waiting]
