@@ -103,7 +103,7 @@ class Cluster:
     def member_source(self, live: Live) -> list[str] | None:
         """Peers' URLs for a bundle member (its sha256 is always listed), or None once no
         trusted peer is left: the origin serves only the whole archive, never one member, so
-        the caller turns to the archive then (``services/bundles.py``)."""
+        the caller turns to the archive then (``services/pull/bundles.py``)."""
         if live.peer_failed:
             return None
         holders = self.peers(live.target, live.target.entry.sha256, live.distrusted)

@@ -446,7 +446,7 @@ class Downloader:
             remove_quietly(live.token_file)  # placed or failed: no lock left to keep
         self._done[live.target.entry.ref] = outcome
         # A bundle's archive is reported by its members once unpacked; a member peers did not
-        # deliver is not reported here: its archive follows (services/bundles.py).
+        # deliver is not reported here: its archive follows (services/pull/bundles.py).
         member_missed = live.target.entry.bundle is not None and not outcome.outcome.ok
         if not live.target.archive and not member_missed:
             self.hooks.on_outcome(outcome)
