@@ -140,7 +140,7 @@ def test_members_only_partly_held_come_from_the_archive(
     join_bundle(nodes[:2], origin, redis_url)
     assert first.cli("pull", "pack").code == 0
     first.cli("touch", "loras/pack/a.safetensors", "loras/pack/b.safetensors")
-    budget = str(len(MEMBERS["loras/pack/a.safetensors"]) + len(MEMBERS["loras/pack/b.safetensors"]))
+    budget = str(sum(len(MEMBERS[f"loras/pack/{n}.safetensors"]) for n in "ab"))
     pruned = first.cli("--json", "prune", "--max-size", budget, "--keep-days", "0")
     assert [r["filename"] for r in pruned.json()["data"]["removed"]] == ["pack/c.safetensors"]
     before = archive_requests(origin)
