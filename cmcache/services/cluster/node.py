@@ -100,6 +100,18 @@ class Cluster:
         entry = target.entry
         return [peer_url(h.url, self.secret, entry.folder, entry.filename) for h in holders]
 
+    def member_source(self, live: Live) -> list[str] | None:
+        """Peers' URLs for a bundle member (its sha256 is always listed), or None once no
+        trusted peer is left: the origin serves only the whole archive, never one member, so
+        the caller turns to the archive then (``services/pull/bundles.py``)."""
+        if live.peer_failed:
+            return None
+        holders = self.peers(live.target, live.target.entry.sha256, live.distrusted)
+        if not holders:
+            return None
+        live.via, live.peers, live.signed_at = "peer", holders, time.monotonic()
+        return self.signed_urls(live.target, holders)
+
     def fetch_lock(self, target: Target) -> FetchLock | None:
         """This node's turn to fetch ``target`` from its origin, or None if another node's."""
         lock = self.registry.fetch_lock(target.ref)

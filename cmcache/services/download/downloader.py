@@ -86,6 +86,7 @@ class Downloader:
     def run(self, targets: list[Target], opts: PullOptions) -> list[Outcome]:
         """Download every target; returns one outcome per target, in order."""
         self.count_use = opts.count_use
+        self._verifier = Verifier(early=self.link.private is not None)  # a run may follow a run
         self.store.prepare()
         self.link.warm_up()
         try:
@@ -243,7 +244,13 @@ class Downloader:
         target = live.target
         try:
             uris = None
-            if self.cluster is not None and not target.archive:
+            if target.entry.bundle is not None:  # a member alone: from peers, else its archive
+                uris = self.cluster.member_source(live) if self.cluster else None
+                if uris is None:
+                    why = f"{target.ref}: no peer serves it; its bundle's archive brings it"
+                    self._fail(live, ExitCode.DOWNLOAD, why)
+                    return
+            elif self.cluster is not None and not target.archive:
                 uris = self.cluster.source_for(live, self.on_note, lambda: self._origin_sha(live))
             if uris == []:
                 return  # another node fetches it, or the origin budget is spent: retry later
@@ -438,15 +445,20 @@ class Downloader:
         if live.token_file is not None and outcome.outcome != PullOutcome.QUEUED:
             remove_quietly(live.token_file)  # placed or failed: no lock left to keep
         self._done[live.target.entry.ref] = outcome
-        if not live.target.archive:  # a bundle's members are reported once unpacked
+        # A bundle's archive is reported by its members once unpacked; a member peers did not
+        # deliver is not reported here: its archive follows (services/pull/bundles.py).
+        member_missed = live.target.entry.bundle is not None and not outcome.outcome.ok
+        if not live.target.archive and not member_missed:
             self.hooks.on_outcome(outcome)
         self._live.pop(live.target.entry.ref, None)
         live.lock.release()
 
     def _report(self) -> None:
         ended = {True: ProgressState.DONE, False: ProgressState.FAILED}
-        snapshot = [
-            Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0) for r, o in self._done.items()
+        snapshot = [  # a member peers did not deliver is not over: its archive follows
+            Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0)
+            for r, o in self._done.items()
+            if o.outcome.ok or o.target.entry.bundle is None
         ]
         snapshot += [live.progress() for live in self._live.values()]
         snapshot += [Progress(ref, ProgressState.LOCKED, 0, 0, 0) for ref in self._waiting]

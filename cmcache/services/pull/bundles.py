@@ -1,6 +1,8 @@
 """Bundles: one archive (zip or tar) carrying several models. It is downloaded once and
 verified, then each member is extracted to staging (never past its listed size), verified
-against its own sha256 and placed atomically; the archive is deleted. Anything the member list
+against its own sha256 and placed atomically; the archive is deleted. In a cluster whose peers
+hold every missing member, the members come from them instead (``members_from_peers``), and
+the archive only for those they fail to deliver. Anything the member list
 does not name, absolute or ``..`` paths, links, a name twice, encryption or an unknown
 compression method refuse the whole archive before anything is placed."""
 
@@ -14,6 +16,7 @@ import os
 import tarfile
 import zipfile
 import zlib
+from dataclasses import replace
 from functools import partial
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
@@ -28,7 +31,7 @@ from cmcache.core.errors import (
 from cmcache.core.files import remove_quietly
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.states import PullOutcome
-from cmcache.core.targets import Outcome, Target
+from cmcache.core.targets import Outcome, PullOptions, Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.manifest.entry import Bundle
+    from cmcache.services.cluster.node import Cluster
+    from cmcache.services.download.downloader import Downloader
     from cmcache.services.download.placement import Placement
 
     Opener = Callable[[], IO[bytes]]
@@ -82,6 +87,29 @@ def by_bundle(targets: list[Target]) -> dict[str, list[Target]]:
     return groups
 
 
+def members_from_peers(
+    cluster: Cluster | None, bundles: dict[str, list[Target]], detach: bool
+) -> tuple[list[Target], dict[str, list[Target]]]:
+    """Split the bundles to fetch: members to take from peers, and the bundles whose archive
+    the origin sends.
+
+    A bundle's missing members come from peers only when live peers hold every one of them
+    with its listed sha256: the origin serves only the whole archive, so once it must send it
+    for one member, it brings them all. A detached pull takes the archive (nothing stays to
+    fall back to it when a peer fails).
+    """
+    if cluster is None or detach:
+        return [], bundles
+    peered: list[Target] = []
+    archived: dict[str, list[Target]] = {}
+    for url, members in bundles.items():
+        if all(cluster.peers(m, m.entry.sha256) for m in members):  # stops at the first unheld
+            peered += members
+        else:
+            archived[url] = members
+    return peered, archived
+
+
 def unpack(
     archive: Outcome, members: list[Target], placement: Placement, *, count_use: bool = True
 ) -> list[Outcome]:
@@ -112,6 +140,28 @@ def unpack(
         else:
             done[target.ref] = _failed(target, failure[1], failure[0])
     return [done[t.ref] for t in members]
+
+
+def archive_members(
+    downloader: Downloader,
+    archive: Outcome,
+    bundles: dict[str, list[Target]],
+    opts: PullOptions,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> list[Outcome]:
+    """The outcomes of an archive's members: placed from it and announced, or (failed or
+    queued) sharing its fate."""
+    members = bundles[archive.target.entry.urls[0]]
+    if archive.outcome == PullOutcome.DOWNLOADED:
+        unpacked = unpack(archive, members, downloader.placement, count_use=opts.count_use)
+    else:
+        unpacked = [replace(archive, target=m) for m in members]
+    for member in unpacked:
+        if member.outcome == PullOutcome.DOWNLOADED and downloader.cluster is not None:
+            downloader.cluster.announce(member.target.ref, member.sha256 or "", member.bytes)
+        if on_outcome:
+            on_outcome(member)
+    return unpacked
 
 
 def _failed(target: Target, message: str, code: int = ExitCode.INTEGRITY) -> Outcome:

@@ -216,9 +216,15 @@ def _download(
     on_outcome: Callable[[Outcome], None] | None,
     sources: Sources,
 ) -> list[Outcome]:
-    """Download plain targets, bundle archives and repositories' files side by side, then
-    unpack the archives and place the repositories."""
-    from cmcache.services.pull.bundles import archive_target, by_bundle, unpack
+    """Download plain targets, bundle archives (or members from peers) and repositories'
+    files side by side, then unpack the archives and place the repositories. Members peers
+    did not deliver are then brought by their archive."""
+    from cmcache.services.pull.bundles import (
+        archive_members,
+        archive_target,
+        by_bundle,
+        members_from_peers,
+    )
     from cmcache.services.pull.repos import Repositories, hf_repo_of
 
     outcomes: list[Outcome] = []
@@ -240,25 +246,26 @@ def _download(
             code, message = int(exc.exit_code), exc.message
             settle(Outcome(target, PullOutcome.FAILED, code=code, message=message))
     bundles = by_bundle([t for t in targets if t.entry.bundle is not None])
+    peered, bundles = members_from_peers(downloader.cluster, bundles, opts.detach)
+    missed: list[Target] = []  # members peers did not deliver: their archives follow
     archives = {url: archive_target(downloader.store, members) for url, members in bundles.items()}
-    for outcome in downloader.run([*plain, *archives.values(), *files], opts):
+    for outcome in downloader.run([*plain, *peered, *archives.values(), *files], opts):
         if repos.owns(outcome.target):
             repos.collect(outcome)
-            continue
-        if not outcome.target.archive:
+        elif outcome.target.archive:
+            outcomes += archive_members(downloader, outcome, bundles, opts, on_outcome)
+        elif outcome.target.entry.bundle is not None and not outcome.outcome.ok:
+            missed.append(outcome.target)
+        else:
             outcomes.append(outcome)
-            continue
-        members = bundles[outcome.target.entry.urls[0]]
-        if outcome.outcome == PullOutcome.DOWNLOADED:
-            unpacked = unpack(outcome, members, downloader.placement, count_use=opts.count_use)
-        else:  # failed or queued: every member shares the archive's fate
-            unpacked = [replace(outcome, target=m) for m in members]
-        for member in unpacked:
-            if member.outcome == PullOutcome.DOWNLOADED and downloader.cluster is not None:
-                downloader.cluster.announce(member.target.ref, member.sha256 or "", member.bytes)
-            if on_outcome:
-                on_outcome(member)
-        outcomes += unpacked
+    if missed:
+        downloader.on_note(
+            f"{len(missed)} bundle member(s) did not come from peers; fetching the archive"
+        )
+        bundles = by_bundle(missed)
+        archives = {url: archive_target(downloader.store, ms) for url, ms in bundles.items()}
+        for outcome in downloader.run(list(archives.values()), opts):
+            outcomes += archive_members(downloader, outcome, bundles, opts, on_outcome)
     return outcomes + repos.finish(on_outcome)
 
 
