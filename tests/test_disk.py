@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import Cli
 
-from cmcache.adapters.storage.index import Index, Job
+from cmcache.adapters.storage.index import Index
+from cmcache.adapters.storage.jobs import Job
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.adapters.storage.model_store import ModelStore
 

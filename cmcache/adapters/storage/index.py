@@ -1,5 +1,5 @@
 """The index at ``<root>/.cmcache/index.sqlite3``: managed files, uses (``uses.py``), pins,
-counters and queued downloads.
+counters and queued downloads (``jobs.py``).
 
 This is the only module that talks to sqlite3. WAL mode and a busy timeout let several cmcache
 processes share it; every write is its own short transaction. Every change to the download
@@ -14,9 +14,10 @@ import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cmcache.adapters.storage.jobs import JOBS_SCHEMA, JobTable, insert_columns
 from cmcache.adapters.storage.queue_log import QUEUE_LOG, QueueLog
 from cmcache.adapters.storage.uses import USES_SCHEMA, UseLog
 from cmcache.core.errors import CacheError, DiskFullError
@@ -56,14 +57,6 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '', value REAL NOT NULL,
     PRIMARY KEY (name, labels)
 );
-CREATE TABLE IF NOT EXISTS jobs (
-    gid TEXT NOT NULL, rpc TEXT NOT NULL, folder TEXT NOT NULL, filename TEXT NOT NULL,
-    staging TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL,
-    sha256 TEXT, size INTEGER, source TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '',
-    preempted INTEGER NOT NULL DEFAULT 0, owner_pid INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL, etag TEXT NOT NULL DEFAULT '', last_modified TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (folder, filename)
-);
 CREATE TABLE IF NOT EXISTS resolutions (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL
 );
@@ -102,34 +95,7 @@ class ManagedFile(NamedTuple):
     inode: int  # hard links (`dedupe`) share it: their bytes count once
 
 
-@dataclass(frozen=True)
-class Job:
-    """A download handed to aria2 and not yet placed."""
-
-    gid: str
-    rpc: str
-    folder: str
-    filename: str
-    staging: str
-    priority: int
-    seq: int
-    sha256: str | None
-    size: int | None
-    source: str = ""
-    url: str = ""
-    preempted: bool = False
-    owner_pid: int = 0
-    created: float = 0.0
-    etag: str = ""  # the origin's validators when the download started: a resume of
-    last_modified: str = ""  # changed bytes would mix two versions
-
-    @property
-    def ref(self) -> str:
-        """``folder/filename``."""
-        return f"{self.folder}/{self.filename}"
-
-
-class Index(UseLog):
+class Index(UseLog, JobTable):
     """Open (creating or migrating) the index of one model root."""
 
     def __init__(
@@ -207,7 +173,8 @@ class Index(UseLog):
             raise _write_error(self.path, exc) from None
 
     def _migrate(self) -> None:
-        self._db.executescript(_SCHEMA + USES_SCHEMA)  # idempotent; commits on its own
+        # Idempotent; commits on its own.
+        self._db.executescript(_SCHEMA + JOBS_SCHEMA + USES_SCHEMA)
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             version = int(row["value"]) if row else 0
@@ -231,7 +198,7 @@ class Index(UseLog):
         """Remember a placed, verified file."""
         row = {**asdict(record), "added": record.added or time.time()}
         with self._tx() as db:
-            db.execute(f"INSERT OR REPLACE INTO files {_columns(FileRecord)}", row)
+            db.execute(f"INSERT OR REPLACE INTO files {insert_columns(FileRecord)}", row)
 
     def get_file(self, folder: str, filename: str) -> FileRecord | None:
         """The record of one managed file."""
@@ -355,48 +322,6 @@ class Index(UseLog):
                 "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)", (key, value, time.time())
             )
 
-    # ------------------------------------------------------------ jobs
-
-    def add_job(self, job: Job) -> None:
-        """Remember a download handed to aria2 (replacing an older one for the same target)."""
-        row = {**asdict(job), "created": job.created or time.time()}
-        with self._tx() as db:
-            db.execute(f"INSERT OR REPLACE INTO jobs {_columns(Job)}", row)
-        self.queue_log.append(job.ref, "queued")
-
-    def next_seq(self) -> int:
-        """A number that orders jobs by arrival."""
-        row = self._db.execute("SELECT coalesce(max(seq), 0) + 1 AS n FROM jobs").fetchone()
-        return int(row["n"])
-
-    def jobs(self) -> list[Job]:
-        """Every known job, highest priority first, then by arrival."""
-        rows = self._db.execute("SELECT * FROM jobs ORDER BY priority DESC, seq")
-        return [_job(r) for r in rows]
-
-    def job_for(self, folder: str, filename: str) -> Job | None:
-        """The job of one target."""
-        row = self._db.execute(
-            "SELECT * FROM jobs WHERE folder = ? AND filename = ?", (folder, filename)
-        ).fetchone()
-        return _job(row) if row else None
-
-    def set_preempted(self, gid: str, preempted: bool) -> None:
-        """Mark a job paused by a higher-priority one (or released)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET preempted = ? WHERE gid = ?", (int(preempted), gid))
-        if not preempted:
-            self.queue_log.append("", "resumed")
-
-    def forget_job(self, folder: str, filename: str, *, ended: str = "", reason: str = "") -> None:
-        """Drop a job; ``ended`` (placed, failed, cancelled, lost) and ``reason`` go to the
-        queue log for whoever shows the queue."""
-        with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE folder = ? AND filename = ?", (folder, filename))
-        if ended:
-            self.queue_log.append(f"{folder}/{filename}", ended, reason)
-
-
 def _write_error(path: Path, exc: sqlite3.OperationalError) -> CacheError:
     """Say why a write to the index failed, with the next step that fits."""
     text = str(exc).lower()
@@ -454,16 +379,5 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     raise CacheError(f"cannot read index {path}", hint="check its permissions")
 
 
-def _columns(kind: type[FileRecord] | type[Job]) -> str:
-    """``(a, b) VALUES (:a, :b)`` for a record's fields, in the table's own names."""
-    names = [f.name for f in fields(kind)]
-    return f"({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})"
-
-
 def _file(row: Any) -> FileRecord:
     return FileRecord(**{f.name: row[f.name] for f in fields(FileRecord)})
-
-
-def _job(row: Any) -> Job:
-    job = Job(**{f.name: row[f.name] for f in fields(Job)})
-    return job if isinstance(job.preempted, bool) else replace(job, preempted=bool(job.preempted))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cmcache.adapters.cluster.registry import FetchLock, Holder, Registry
-    from cmcache.adapters.storage.index import Job
+    from cmcache.adapters.storage.jobs import Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import DownloadSettings, Settings
     from cmcache.core.targets import Target

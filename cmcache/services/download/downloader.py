@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from cmcache.adapters.aria2.client import Transfer
     from cmcache.adapters.aria2.link import EngineLink
     from cmcache.adapters.http.resolve import Resolver
-    from cmcache.adapters.storage.index import Job
+    from cmcache.adapters.storage.jobs import Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
     from cmcache.services.cluster.node import Cluster

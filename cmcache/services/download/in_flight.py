@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.hashing import GrowingHash
-from cmcache.adapters.storage.index import Job
+from cmcache.adapters.storage.jobs import Job
 from cmcache.core.errors import IntegrityError
 from cmcache.core.states import ProgressState, TransferStatus
 from cmcache.core.targets import Progress

@@ -10,7 +10,8 @@ from cmcache.core.planning.queue import QueueItem, plan_queue
 if TYPE_CHECKING:
     from cmcache.adapters.aria2.client import Aria2Engine
     from cmcache.adapters.aria2.link import EngineLink
-    from cmcache.adapters.storage.index import Index, Job
+    from cmcache.adapters.storage.index import Index
+    from cmcache.adapters.storage.jobs import Job
 
 
 def rebalance(index: Index, link: EngineLink, concurrent: int | None) -> None:

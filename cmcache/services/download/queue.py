@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from cmcache.adapters.aria2.client import Transfer
     from cmcache.adapters.aria2.link import EngineLink
-    from cmcache.adapters.storage.index import Index, Job
+    from cmcache.adapters.storage.index import Index
+    from cmcache.adapters.storage.jobs import Job
     from cmcache.adapters.storage.model_store import ModelStore
     from cmcache.core.settings.model import Settings
     from cmcache.services.cache.store import Cache
