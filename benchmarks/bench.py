@@ -361,13 +361,15 @@ def cluster(
     time.sleep(0.5)
     servers: list[subprocess.Popen[bytes]] = []
 
-    def model(name: str) -> tuple[str, int]:
-        sha = origin.add_random(f"f/{name}", size, seed=len(name))
-        origin.fault(f"f/{name}", total_rate=origin_rate)
-        return sha, size
+    def model(name: str, nbytes: int) -> tuple[str, int]:
+        sha = origin.add_random(f"f/{name}", nbytes, seed=len(name))
+        origin.fault(f"f/{name}", total_rate=origin_rate if nbytes == size else None)
+        return sha, nbytes
 
-    def nodes(count: int, name: str, clustered: bool, swarm: bool = True) -> list[Home]:
-        files = {name: model(name)}
+    def nodes(
+        count: int, name: str, clustered: bool, swarm: bool = True, nbytes: int = size
+    ) -> list[Home]:
+        files = {name: model(name, nbytes)}
         made = []
         for i in range(count):
             host = f"127.0.0.{2 + i}"
@@ -401,17 +403,34 @@ def cluster(
         after = sum(r.sent for r in origin.requests_for(f"f/{name}", "GET"))
         return slowest, after - before
 
+    def round_trip() -> float:
+        import redis as redis_py
+
+        client = redis_py.Redis(port=rport)
+        client.ping()
+        return timed(lambda: [client.ping() for _ in range(200)]) / 200
+
     out: dict[str, Any] = {
+        "redis_rtt_ms": round_trip() * 1000,
         "file_mib": size // MiB,
         "origin_mib_s": origin_rate / MiB,
         "serve_rate_mib_s": serve_rate / MiB,
         "load_before": os.getloadavg()[0],
     }
+
+    def fixed(count: int) -> float:
+        """The cost of ``count`` pulls started at once on this machine, bytes aside: each
+        pulls a 64 KiB file from the uncapped origin (process, daemon, probes, placing)."""
+        name = f"fixed{count}.bin"
+        return race(nodes(count, name, False, nbytes=64 << 10), name)[0]
+
     try:
         alone_home = nodes(1, "alone.bin", False)[0]
         alone = timed(lambda: alone_home.run("pull", "alone.bin"))
         out["alone_s"] = alone
+        out["fixed_s"] = {1: fixed(1)}
         for count in counts:
+            out["fixed_s"][count] = fixed(count)
             for protocol, swarm in (("queue", False), ("swarm", True)):
                 name = f"{protocol}{count}.bin"
                 load = os.getloadavg()[0]
@@ -430,30 +449,28 @@ def cluster(
             server.terminate()
         redis.terminate()
     out["load_after"] = os.getloadavg()[0]
-    out["sim"] = simulated(size, origin_rate, serve_rate, alone, counts)
+    out["sim"] = simulated(size, origin_rate, serve_rate, out["fixed_s"], out["redis_rtt_ms"] / 1e3)
     return out
 
 
 def simulated(
-    size: int, origin_rate: int, serve_rate: int, alone: float, counts: list[int]
+    size: int, origin_rate: int, serve_rate: int, fixed: dict[int, float], rtt: float
 ) -> dict[str, Any]:
-    """swarm_sim on the loopback setup, its fixed cost per pull taken from the lone pull."""
+    """swarm_sim on the loopback setup, fed what this run measured: the cost of N pulls
+    started at once (``fixed``: this machine's CPUs shared by N nodes and by whatever else
+    runs), the origin's cap, `serve_rate`, a Redis round trip and this machine's sha256."""
     import swarm_sim
 
     data = os.urandom(size)
-    hashed = timed(lambda: hashlib.sha256(data).hexdigest())
-    hash_rate = size / hashed
-    start = max(0.0, alone - size / origin_rate - hashed)
-    # The nodes share this machine's CPUs (not fitted: the core count as it is).
-    net = swarm_sim.loopback(size, origin_rate, serve_rate, start, hash_rate, os.cpu_count() or 1)
-    sim: dict[str, Any] = {
-        "start_s": start,
-        "hash_mib_s": hash_rate / MiB,
-        "alone_s": swarm_sim.alone(net),
-    }
-    for count in counts:
-        for protocol in ("queue", "swarm"):
-            result = swarm_sim.simulate(net, count, protocol)
+    hash_rate = size / timed(lambda: hashlib.sha256(data).hexdigest())
+
+    def net(count: int) -> swarm_sim.Net:
+        return swarm_sim.loopback(size, origin_rate, serve_rate, fixed[count], hash_rate, rtt=rtt)
+
+    sim: dict[str, Any] = {"hash_mib_s": hash_rate / MiB, "alone_s": swarm_sim.alone(net(1))}
+    for count in (c for c in fixed if c > 1):
+        for protocol in ("queue", "swarm", "ideal"):
+            result = swarm_sim.simulate(net(count), count, protocol)
             sim[f"{protocol}{count}"] = {
                 "slowest_s": result.slowest,
                 "vs_alone": result.slowest / sim["alone_s"],
@@ -778,7 +795,9 @@ def report(results: dict[str, Any]) -> None:
             (
                 f"cluster: {cl['file_mib']} MiB, origin {cl['origin_mib_s']:.0f} MiB/s,"
                 f" serve_rate {cl['serve_rate_mib_s']:.0f} MiB/s; one node alone",
-                f"{cl['alone_s']:.1f}s (load {cl['load_before']:.1f}→{cl['load_after']:.1f})",
+                f"{cl['alone_s']:.1f}s (load {cl['load_before']:.1f}→{cl['load_after']:.1f};"
+                f" Redis {cl['redis_rtt_ms']:.2f} ms; N pulls' fixed cost"
+                f" {', '.join(f'{v:.1f}s' for v in cl['fixed_s'].values())})",
                 "",
             )
         )
@@ -805,6 +824,11 @@ def report(results: dict[str, Any]) -> None:
                     f"{squeue['vs_alone']:.2f}× ({_off(squeue, queue)})"
                     f" · {sswarm['vs_alone']:.2f}× ({_off(sswarm, swarm)})",
                     "model within ±15 %",
+                ),
+                (
+                    f"  {count} nodes, model: a piece-aware fetcher",
+                    f"{sim[f'ideal{count}']['vs_alone']:.2f}×",
+                    "",
                 ),
             ]
     pub = results.get("publish", {})

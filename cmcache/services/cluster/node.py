@@ -16,7 +16,7 @@ from cmcache.core.files import write_atomic
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
 SOURCE_LOOK = 1.0  # seconds between looks for more peers while copying from peers
 PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111→141 MiB/s)
-SWARM_SPLIT = 8  # connections of a copy from nodes still fetching, at most 2 to each
+SWARM_SPLIT = 8  # connections of a copy from nodes still fetching, at most 4 to each
 PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
 # download.timeout): peers are near, and a silent one must cost seconds, not minutes
 
@@ -186,18 +186,21 @@ class Cluster:
         return None
 
     def more_sources(self, live: Live) -> list[str]:
-        """Signed URLs of peers that began fetching or placed the model since ``live``'s
-        sources were chosen (looked up every ``SOURCE_LOOK`` seconds while it copies from
-        peers): nodes that start together find each other, so no one node uploads to all."""
+        """Signed URLs of peers that placed the model since ``live``'s sources were chosen
+        (looked up every ``SOURCE_LOOK`` seconds while it copies from peers): the first
+        followers to finish take load off the fetching node. Nodes still fetching are taken
+        only when a copy starts: added later, they are at the same point of the file as this
+        node, and aria2, which cannot tell which pieces a peer has, only waits on them."""
         now = time.monotonic()
         if live.via != "peer" or not self.settings.cluster.swarm:
             return []
         if now - live.looked_at < SOURCE_LOOK:
             return []
         live.looked_at = now
-        known = {p.node for p in live.peers}
+        known = {p.node for p in live.peers if not p.partial}
         new = [p for p in self.sources(live, live.expected_sha) if p.node not in known]
-        live.peers += new
+        new = [p for p in new if not p.partial]  # one at the same frontier only holds us up
+        live.peers = [p for p in live.peers if p.node not in {n.node for n in new}] + new
         return self.signed_urls(live.target, new)
 
     def fetching(self, live: Live) -> None:
@@ -278,8 +281,8 @@ def peer_options(
 
     From ``partial`` holders (nodes still fetching) a piece they do not have yet is answered
     503 after a hold: aria2 retries it a second later for as long as it takes (the pull's own
-    stall check, ``peer_timeout``, ends a copy that gets nothing), and spreads its
-    connections, two per peer, over the peers added while it runs (``Cluster.more_sources``).
+    stall check, ``peer_timeout``, ends a copy that gets nothing), and keeps connections free
+    for the peers added while it runs (``Cluster.more_sources``).
     """
     options = {
         "max-tries": "0" if partial else "2",
@@ -289,7 +292,7 @@ def peer_options(
         "split": str(split or download.split or PEER_SPLIT),
     }
     if partial:
-        options |= {"split": str(split or SWARM_SPLIT), "max-connection-per-server": "2"}
+        options |= {"split": str(split or SWARM_SPLIT), "max-connection-per-server": "4"}
     return options
 
 
