@@ -121,7 +121,9 @@ class _Swarm:
     def usable(self, source: int, node: int) -> bool:
         return source != node and self.free_up[source] > 0 and self.known_at[source] <= self.env.now
 
-    def find_source(self, piece: int, node: int) -> int | None:
+    def find_source(self, piece: int, node: int, thorough: bool = True) -> int | None:
+        """A holder of ``piece`` with a free upload slot; ``thorough``: when 8 random samples
+        find none, look at every holder (else give up: another piece may do)."""
         holders = self.holders[piece]
         if len(holders) <= 8:
             candidates = [h for h in holders if self.usable(h, node)]
@@ -130,6 +132,8 @@ class _Swarm:
             h = holders[self.rng.randrange(len(holders))]
             if self.usable(h, node):
                 return h
+        if not thorough:
+            return None
         for h in holders:  # the samples were busy: look at every holder once
             if self.usable(h, node):
                 return h
@@ -151,7 +155,7 @@ class _Swarm:
                 continue
             if first_missing is None:
                 first_missing = piece
-            source = self.find_source(piece, node)
+            source = self.find_source(piece, node, piece == first_missing)
             if source is not None:
                 self.start_transfer(source, node, piece)
             elif self.net.lowest_first:
