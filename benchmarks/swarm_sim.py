@@ -12,8 +12,8 @@ Three protocols, on the same network:
   placed the model at its next look (``look``). A node still copying serves nobody: aria2,
   which schedules the pieces, cannot tell which pieces another copying node has.
 - ``ideal``: what a piece-aware fetcher would reach: every node serves each piece it has
-  from the moment it has it, and each node takes any missing piece a peer with a free
-  connection has (held back only when none has one).
+  from the moment it has it, and each node takes its lowest missing pieces from any peer
+  that has them and a free connection (held back on a piece until a holder is free).
 
 The whole-file hash comes after the last piece, on every node.
 
@@ -57,7 +57,9 @@ class Net:
     hash_rate: float = 1.0 * GB  # the sha256 check after the last byte
     slots: int = 4  # connections per download, and concurrent readers per upload
     cores: int = 0  # CPUs all nodes share (loopback: one machine); 0 = a machine each
-    lowest_first: bool = False  # the older scheduler: stop at the first piece out of reach
+    lowest_first: bool = True  # stop at the first piece out of reach (False: take any piece a
+    # free peer has; in this model that spreads connections over more pieces, each arriving
+    # later, and relays slower: 3.71×, 4.65×, 4.80× at 10, 100, 1,000 nodes with 1 Gbit/s up)
 
 
 @dataclass(frozen=True)
@@ -141,34 +143,33 @@ class _Swarm:
 
     # -- downloading -----------------------------------------------------------------------
     def fill(self, node: int) -> None:
-        """Use ``node``'s free connections on the lowest pieces it lacks that some peer with a
-        free upload slot has; held back (on the lowest such piece) only when none has one.
-        ``lowest_first``: the older scheduler, held back at the first piece it cannot get."""
+        """Use ``node``'s free connections on the lowest pieces it lacks; held back at the
+        first piece no peer with a free upload slot has (``lowest_first``), or only when no
+        missing piece has one (``lowest_first = False``)."""
         if not self.active[node]:
             return
         have, inflight = self.have[node], self.inflight[node]
-        first_missing = None
+        stuck = None
+        first = True
         piece = 0
         while self.free_down[node] > 0 and piece < self.pieces:
             if have[piece] or piece in inflight:
                 piece += 1
                 continue
-            if first_missing is None:
-                first_missing = piece
-            source = self.find_source(piece, node, piece == first_missing)
+            source = self.find_source(piece, node, first)
+            first = False
             if source is not None:
                 self.start_transfer(source, node, piece)
-            elif self.net.lowest_first:
-                break
+            else:
+                stuck = piece if stuck is None else stuck
+                if self.net.lowest_first:
+                    break
             piece += 1
-        if self.free_down[node] > 0 and first_missing is not None and not inflight:
-            self.blocked[node] = first_missing  # woken when a holder of it frees a slot
-            self.waiters[first_missing].append(node)
-            self.wanted.add(first_missing)
-        elif self.free_down[node] > 0 and first_missing is not None and self.net.lowest_first:
-            self.blocked[node] = first_missing
-            self.waiters[first_missing].append(node)
-            self.wanted.add(first_missing)
+        idle = self.free_down[node] > 0 and (self.net.lowest_first or not inflight)
+        if idle and stuck is not None:
+            self.blocked[node] = stuck  # woken when a holder of it frees a slot
+            self.waiters[stuck].append(node)
+            self.wanted.add(stuck)
 
     def start_transfer(self, source: int, node: int, piece: int) -> None:
         self.free_up[source] -= 1
