@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from clustering import MiB, Node, RedisServer, join, origin_bytes
+from conftest import Cli
 from origin import Origin
 from pulling import file_sha, wait_for
 
@@ -131,3 +132,10 @@ def test_all_peers_gone_while_another_node_holds_the_lock_no_second_origin_fetch
     assert origin_bytes(origin, "one.bin") <= 2 * size + 1024
     peer = [f.cli("metrics").stdout for f in followers]
     assert sum(f'{{source="peer"}} {float(size):e}' in text for text in peer) >= 1
+
+
+def test_swarm_can_be_turned_off_and_takes_only_a_boolean(cli: Cli) -> None:
+    assert cli("config", "set", "cluster.swarm", "false").code == 0
+    assert "swarm = false" in cli.config.read_text()
+    result = cli("config", "set", "cluster.swarm", "sometimes")
+    assert result.code == 3 and "cluster.swarm" in result.stderr
