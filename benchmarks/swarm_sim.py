@@ -59,7 +59,8 @@ class Net:
     cores: int = 0  # CPUs all nodes share (loopback: one machine); 0 = a machine each
     lowest_first: bool = True  # stop at the first piece out of reach (False: take any piece a
     # free peer has; in this model that spreads connections over more pieces, each arriving
-    # later, and relays slower: 3.71×, 4.65×, 4.80× at 10, 100, 1,000 nodes with 1 Gbit/s up)
+    # later, and relays slower: 3.71, 4.65, 4.80 times one node alone at 10, 100 and 1,000
+    # nodes with 1 Gbit/s up)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ def test_a_fetching_node_serving_wrong_bytes_is_never_placed(
         lock = f"cmcache:fetch:{REF.format('w.bin')}"
         redis.set(lock, "liar/token", px=60_000)  # the liar fetches it from the origin, it says
         pull = node.cli.popen("pull", "w.bin")
-        wait_for(lambda: liar.requests_for("v1/models/checkpoints/w.bin", "GET"), what="a copy")
+        asked = liar.requests_for
+        wait_for(lambda: bool(asked("v1/models/checkpoints/w.bin", "GET")), what="a copy")
         redis.delete(lock)  # the liar is gone: the origin's turn is free
         _out, err = pull.communicate(timeout=120)
     finally:
