@@ -215,7 +215,7 @@ class Registry:
         found = self.call(lambda: self.redis.hgetall(key))
         if not found:
             return []
-        live, now = self.nodes(), time.time()
+        live, now = self._recent_nodes(), time.time()
         out = []
         for node, body in found.items():
             if node == self.node or node not in live:
