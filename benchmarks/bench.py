@@ -361,13 +361,15 @@ def cluster(
     time.sleep(0.5)
     servers: list[subprocess.Popen[bytes]] = []
 
-    def model(name: str) -> tuple[str, int]:
-        sha = origin.add_random(f"f/{name}", size, seed=len(name))
-        origin.fault(f"f/{name}", total_rate=origin_rate)
-        return sha, size
+    def model(name: str, nbytes: int) -> tuple[str, int]:
+        sha = origin.add_random(f"f/{name}", nbytes, seed=len(name))
+        origin.fault(f"f/{name}", total_rate=origin_rate if nbytes == size else None)
+        return sha, nbytes
 
-    def nodes(count: int, name: str, clustered: bool) -> list[Home]:
-        files = {name: model(name)}
+    def nodes(
+        count: int, name: str, clustered: bool, swarm: bool = True, nbytes: int = size
+    ) -> list[Home]:
+        files = {name: model(name, nbytes)}
         made = []
         for i in range(count):
             host = f"127.0.0.{2 + i}"
@@ -378,6 +380,7 @@ def cluster(
                     f'[cluster]\nredis = "redis://127.0.0.1:{rport}/0"\n'
                     f'node = "{name}-{i}"\nserve = "{host}:{port}"\n'
                     f'origin_rate = "0"\nserve_rate = "{serve_rate}"\n'
+                    f"swarm = {'true' if swarm else 'false'}\n"
                 )
             home = Home(base, origin, files, extra=extra)
             home.env["CMCACHE_CLUSTER_SECRET"] = "bench-secret"
@@ -400,56 +403,74 @@ def cluster(
         after = sum(r.sent for r in origin.requests_for(f"f/{name}", "GET"))
         return slowest, after - before
 
+    def round_trip() -> float:
+        import redis as redis_py
+
+        client = redis_py.Redis(port=rport)
+        client.ping()
+        return timed(lambda: [client.ping() for _ in range(200)]) / 200
+
     out: dict[str, Any] = {
+        "redis_rtt_ms": round_trip() * 1000,
         "file_mib": size // MiB,
         "origin_mib_s": origin_rate / MiB,
         "serve_rate_mib_s": serve_rate / MiB,
         "load_before": os.getloadavg()[0],
     }
+
+    def fixed(count: int) -> float:
+        """The cost of ``count`` pulls started at once on this machine, bytes aside: each
+        pulls a 64 KiB file from the uncapped origin (process, daemon, probes, placing)."""
+        name = f"fixed{count}.bin"
+        return race(nodes(count, name, False, nbytes=64 << 10), name)[0]
+
     try:
         alone_home = nodes(1, "alone.bin", False)[0]
         alone = timed(lambda: alone_home.run("pull", "alone.bin"))
         out["alone_s"] = alone
+        out["fixed_s"] = {1: fixed(1)}
         for count in counts:
-            name = f"shared{count}.bin"
-            slowest, sent = race(nodes(count, name, True), name)
-            out[f"n{count}"] = {
-                "slowest_s": slowest,
-                "vs_alone": slowest / alone,
-                "origin_x": sent / size,
-            }
-            for server in servers:
-                server.terminate()
-            servers.clear()
+            out["fixed_s"][count] = fixed(count)
+            for protocol, swarm in (("queue", False), ("swarm", True)):
+                name = f"{protocol}{count}.bin"
+                load = os.getloadavg()[0]
+                slowest, sent = race(nodes(count, name, True, swarm), name)
+                out[f"{protocol}{count}"] = {
+                    "slowest_s": slowest,
+                    "vs_alone": slowest / alone,
+                    "origin_x": sent / size,
+                    "load": load,
+                }
+                for server in servers:
+                    server.terminate()
+                servers.clear()
     finally:
         for server in servers:
             server.terminate()
         redis.terminate()
     out["load_after"] = os.getloadavg()[0]
-    out["sim"] = simulated(size, origin_rate, serve_rate, alone, counts)
+    out["sim"] = simulated(size, origin_rate, serve_rate, out["fixed_s"], out["redis_rtt_ms"] / 1e3)
     return out
 
 
 def simulated(
-    size: int, origin_rate: int, serve_rate: int, alone: float, counts: list[int]
+    size: int, origin_rate: int, serve_rate: int, fixed: dict[int, float], rtt: float
 ) -> dict[str, Any]:
-    """swarm_sim on the loopback setup, its fixed cost per pull taken from the lone pull."""
+    """swarm_sim on the loopback setup, fed what this run measured: the cost of N pulls
+    started at once (``fixed``: this machine's CPUs shared by N nodes and by whatever else
+    runs), the origin's cap, `serve_rate`, a Redis round trip and this machine's sha256."""
     import swarm_sim
 
     data = os.urandom(size)
-    hashed = timed(lambda: hashlib.sha256(data).hexdigest())
-    hash_rate = size / hashed
-    start = max(0.0, alone - size / origin_rate - hashed)
-    # The nodes share this machine's CPUs (not fitted: the core count as it is).
-    net = swarm_sim.loopback(size, origin_rate, serve_rate, start, hash_rate, os.cpu_count() or 1)
-    sim: dict[str, Any] = {
-        "start_s": start,
-        "hash_mib_s": hash_rate / MiB,
-        "alone_s": swarm_sim.alone(net),
-    }
-    for count in counts:
-        for protocol in ("queue", "swarm"):
-            result = swarm_sim.simulate(net, count, protocol)
+    hash_rate = size / timed(lambda: hashlib.sha256(data).hexdigest())
+
+    def net(count: int) -> swarm_sim.Net:
+        return swarm_sim.loopback(size, origin_rate, serve_rate, fixed[count], hash_rate, rtt=rtt)
+
+    sim: dict[str, Any] = {"hash_mib_s": hash_rate / MiB, "alone_s": swarm_sim.alone(net(1))}
+    for count in (c for c in fixed if c > 1):
+        for protocol in ("queue", "swarm", "ideal"):
+            result = swarm_sim.simulate(net(count), count, protocol)
             sim[f"{protocol}{count}"] = {
                 "slowest_s": result.slowest,
                 "vs_alone": result.slowest / sim["alone_s"],
@@ -713,6 +734,11 @@ def disk(base: Path, files: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- report
 
 
+def _off(model: dict[str, Any], measured: dict[str, Any]) -> str:
+    """How far the model's ratio is from the measured one."""
+    return f"{model['vs_alone'] / measured['vs_alone'] - 1:+.0%} vs measured"
+
+
 def report(results: dict[str, Any]) -> None:
     t, v, n, b, m, p = (
         results.get(k, {})
@@ -769,26 +795,40 @@ def report(results: dict[str, Any]) -> None:
             (
                 f"cluster: {cl['file_mib']} MiB, origin {cl['origin_mib_s']:.0f} MiB/s,"
                 f" serve_rate {cl['serve_rate_mib_s']:.0f} MiB/s; one node alone",
-                f"{cl['alone_s']:.1f}s (load {cl['load_before']:.1f}→{cl['load_after']:.1f})",
+                f"{cl['alone_s']:.1f}s (load {cl['load_before']:.1f}→{cl['load_after']:.1f};"
+                f" Redis {cl['redis_rtt_ms']:.2f} ms; N pulls' fixed cost"
+                f" {', '.join(f'{v:.1f}s' for v in cl['fixed_s'].values())})",
                 "",
             )
         )
         sim = cl["sim"]
-        for key in sorted(k for k in cl if k.startswith("n") and k[1:].isdigit()):
-            count, got = key[1:], cl[key]
-            queue, swarm = sim[f"queue{count}"], sim[f"swarm{count}"]
-            error = got["vs_alone"] / queue["vs_alone"] - 1
+        for count in sorted(int(k[5:]) for k in cl if k.startswith("swarm")):
+            queue, swarm = cl[f"queue{count}"], cl[f"swarm{count}"]
+            squeue, sswarm = sim[f"queue{count}"], sim[f"swarm{count}"]
+            target = "≤ 1.15×" if count == 3 else "≤ 1.3× · ≤ 1.05×"
             rows += [
                 (
-                    f"  {count} nodes, slowest vs alone · origin bytes (measured)",
-                    f"{got['slowest_s']:.1f}s = {got['vs_alone']:.2f}× · {got['origin_x']:.2f}×",
-                    "≤ 1.15×" if count == "3" else "≤ 1.3× · ≤ 1.05×",
+                    f"  {count} nodes: wait-then-copy, slowest vs alone · origin bytes",
+                    f"{queue['slowest_s']:.1f}s = {queue['vs_alone']:.2f}× ·"
+                    f" {queue['origin_x']:.2f}× (load {queue['load']:.1f})",
+                    "",
+                ),
+                (
+                    f"  {count} nodes: swarm, slowest vs alone · origin bytes",
+                    f"{swarm['slowest_s']:.1f}s = {swarm['vs_alone']:.2f}× ·"
+                    f" {swarm['origin_x']:.2f}× (load {swarm['load']:.1f})",
+                    target,
                 ),
                 (
                     f"  {count} nodes, model: wait-then-copy · swarm",
-                    f"{queue['vs_alone']:.2f}× ({error:+.0%} vs measured) · "
-                    f"{swarm['vs_alone']:.2f}×",
+                    f"{squeue['vs_alone']:.2f}× ({_off(squeue, queue)})"
+                    f" · {sswarm['vs_alone']:.2f}× ({_off(sswarm, swarm)})",
                     "model within ±15 %",
+                ),
+                (
+                    f"  {count} nodes, model: a piece-aware fetcher",
+                    f"{sim[f'ideal{count}']['vs_alone']:.2f}×",
+                    "",
                 ),
             ]
     pub = results.get("publish", {})

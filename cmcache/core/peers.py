@@ -97,6 +97,30 @@ def parse_holding(raw: str) -> Holding:
     return Holding(sha, _count(doc.get("size"), "size"))
 
 
+@dataclass(frozen=True)
+class Fetching:
+    """What a node says it is downloading now: bytes that must end as this sha256 and size,
+    whose finished pieces its `serve` hands out until ``until`` (unix time) unless renewed."""
+
+    sha256: str
+    size: int
+    until: float
+
+
+def parse_fetching(raw: str) -> Fetching:
+    """A "fetching" value.
+
+    Raises:
+        BadRecord: not JSON, a sha256 that is not 64 hex digits (it must be known: a reader
+            checks the bytes against it), a size that is no count, or no expiry.
+    """
+    doc = _json_object(raw)
+    sha = doc.get("sha256")
+    if not isinstance(sha, str) or not SHA256_RE.match(sha):
+        raise BadRecord(f"sha256 {sha!r} is not 64 hex digits")
+    return Fetching(sha, _count(doc.get("size"), "size"), _number(doc.get("until"), "until"))
+
+
 def _json_object(raw: str) -> dict[str, object]:
     try:
         doc = json.loads(raw)

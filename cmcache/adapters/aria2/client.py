@@ -147,6 +147,14 @@ class Aria2Engine:
         """Change a waiting or paused download's options (an active one would restart)."""
         self._call(self._client.change_option, gid, {k: str(v) for k, v in options.items()})
 
+    def add_uris(self, gid: str, uris: Sequence[str]) -> None:
+        """Give a download more sources; an active one opens connections to them at once
+        (up to its ``split``)."""
+        for text in uris:
+            if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise RpcError("refusing to hand aria2 a URI holding a control character")
+        self._call(self._client.change_uri, gid, 1, [], list(uris))
+
     def move(self, gid: str, position: int) -> None:
         """Move a waiting download to ``position`` in the waiting queue."""
         self._call(self._client.change_position, gid, position, "POS_SET")

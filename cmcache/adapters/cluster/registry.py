@@ -3,7 +3,9 @@ origin fetch per model at a time, and origin rate limits (the `limits` library).
 
 Keys, all under ``cmcache:``: ``node:<name>`` (a heartbeat with a TTL), ``holders:<ref>`` (a
 hash node → sha256 and size), ``fetch:<ref>`` (a lock whose value names the node),
-``suspect:<node>`` (refs whose bytes from that node failed a peer's check).
+``suspect:<node>`` (refs whose bytes from that node failed a peer's check), ``fetching:<ref>``
+(a hash node → sha256, size and an expiry: nodes downloading it now, whose `serve` hands out
+the pieces they have).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import redis
 import redis.exceptions
 
 from cmcache.core.errors import ClusterUnavailable
-from cmcache.core.peers import BadRecord, parse_holding, parse_node
+from cmcache.core.peers import BadRecord, parse_fetching, parse_holding, parse_node
 from cmcache.core.urls import redact
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ HEARTBEAT_TTL = 15  # seconds a node counts as alive after its last heartbeat
 LOCK_TTL = 30.0  # seconds a fetch lock outlives a holder that stopped extending it
 DETACHED_LOCK_TTL = 600.0  # the same for a detached download, which nobody watches for a while
 BROKEN_LOCK_GRACE = 2.0  # a fetch lock without any expiry (not ours) is given this much more
+FETCHING_TTL = 30.0  # seconds a "fetching" record outlives a node that stopped renewing it
 SUSPECT_TTL = 86400  # seconds a complaint about a holder's bytes waits for that holder
 # Seconds one look at the live nodes serves ``holders``: the look scans every key, and a bundle
 # asks for each member (2,000 lookups with 2,000 keys: 69 s, 0.5 s with the look reused); a
@@ -45,6 +48,7 @@ class Holder:
     url: str  # a checked ``scheme://host:port`` base
     sha256: str  # as the holder announced it: a claim, never a proof
     size: int
+    partial: bool = False  # still downloading it: serves the pieces it has finished
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,45 @@ class Registry:
             out.append(Holder(node, live[node].url, holding.sha256, holding.size))
         return out
 
+    def start_fetching(self, ref: str, sha256: str, size: int) -> None:
+        """This node downloads ``ref`` now and serves its finished pieces; the record lapses
+        ``FETCHING_TTL`` seconds after the last call unless renewed by calling again."""
+        key = f"{PREFIX}fetching:{ref}"
+        body = json.dumps({"sha256": sha256, "size": size, "until": time.time() + FETCHING_TTL})
+
+        def run() -> None:
+            with self.redis.pipeline() as pipe:
+                pipe.hset(key, self.node, body)
+                pipe.expire(key, int(FETCHING_TTL) + 1)
+                pipe.execute()
+
+        self.call(run)
+
+    def stop_fetching(self, ref: str) -> None:
+        """This node no longer downloads ``ref`` (placed, failed or dropped)."""
+        self.call(lambda: self.redis.hdel(f"{PREFIX}fetching:{ref}", self.node))
+
+    def fetchers(self, ref: str) -> list[Holder]:
+        """Live nodes other than this one downloading ``ref`` now (well-formed records whose
+        expiry has not passed), as partial holders."""
+        key = f"{PREFIX}fetching:{ref}"
+        found = self.call(lambda: self.redis.hgetall(key))
+        if not found:
+            return []
+        live, now = self._recent_nodes(), time.time()
+        out = []
+        for node, body in found.items():
+            if node == self.node or node not in live:
+                continue
+            try:
+                record = parse_fetching(body)
+            except BadRecord as exc:
+                self._skip(f"{key} (node {node})", str(exc))
+                continue
+            if record.until >= now:
+                out.append(Holder(node, live[node].url, record.sha256, record.size, partial=True))
+        return out
+
     def distrust(self, ref: str, node: str) -> None:
         """``node`` served bytes of ``ref`` that failed the check: take it off the location
         index, and leave it a complaint, so its `serve` re-verifies the file."""
@@ -194,6 +237,7 @@ class Registry:
         def run() -> None:
             with self.redis.pipeline() as pipe:
                 pipe.hdel(f"{PREFIX}holders:{ref}", node)
+                pipe.hdel(f"{PREFIX}fetching:{ref}", node)
                 pipe.sadd(suspects, ref)
                 pipe.expire(suspects, SUSPECT_TTL)
                 pipe.execute()

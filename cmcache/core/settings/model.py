@@ -122,6 +122,7 @@ class ClusterSettings:
     origin_rate: str
     cluster_origin_rate: str
     serve_rate: int  # bytes per second `serve` may send to all peers together; 0 = no cap
+    swarm: bool = True  # nodes still fetching a model are sources too, not only its holders
 
     @property
     def enabled(self) -> bool:

@@ -247,6 +247,9 @@ KEYS: dict[str, dict[str, Key]] = {
         "origin_rate": Key(_rate, "10/minute", "origin downloads this node may start"),
         "cluster_origin_rate": Key(_rate, "0", 'the same for all nodes together; "0" = no cap'),
         "serve_rate": Key(_size, "0", 'upload cap of `cmcache serve` per second; "0" = none'),
+        "swarm": Key(
+            _boolean, True, "copy from nodes still fetching a model too (false: only placed copies)"
+        ),
     },
     "prefetch": {
         "models": Key(_string_list, [], 'refs to keep present, e.g. ["sdxl"]'),

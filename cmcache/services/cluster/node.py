@@ -14,7 +14,9 @@ from cmcache.core.errors import ClusterUnavailable, ConfigError
 from cmcache.core.files import write_atomic
 
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
+SOURCE_LOOK = 1.0  # seconds between looks for more peers while copying from peers
 PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111→141 MiB/s)
+SWARM_SPLIT = 8  # connections of a copy from nodes still fetching, at most 4 to each
 PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
 # download.timeout): peers are near, and a silent one must cost seconds, not minutes
 
@@ -126,36 +128,94 @@ class Cluster:
         )
         return wait if isinstance(wait, float) else 0.0
 
+    def sources(self, live: Live, want: str | None) -> list[Holder]:
+        """Every live peer with the bytes ``want`` names, holders of the placed model first,
+        then nodes still downloading it (partial holders, serving the pieces they have);
+        leaving out nodes distrusted in this pull and nodes that broke off in the same role
+        (one that broke off while fetching is tried again once it holds the model)."""
+        if not want:
+            return []
+        ref = live.target.ref
+        swarm = self.settings.cluster.swarm
+
+        def look() -> list[Holder]:
+            return self.registry.holders(ref) + (self.registry.fetchers(ref) if swarm else [])
+
+        found = self._safe(look)
+        out: list[Holder] = []
+        for peer in found if isinstance(found, list) else []:
+            skip = peer.node in live.distrusted or (peer.node, peer.partial) in live.gone
+            if peer.sha256 == want and not skip and all(p.node != peer.node for p in out):
+                out.append(peer)
+        return out
+
     def source_for(
         self, live: Live, on_note: Callable[[str], None], origin_sha: Callable[[], str | None]
     ) -> list[str] | None:
-        """Peers' URLs when live peers hold the model's expected bytes; None to fetch from the
-        origin (this node's turn, within the rate limits); [] to wait and ask again.
+        """Peers' URLs when live peers hold or are fetching the model's expected bytes; None
+        to fetch from the origin (this node's turn, within the rate limits); [] to wait and
+        ask again.
 
-        ``origin_sha`` asks the origin which sha256 it serves (for a manifest without one).
+        A swarm, not a queue: when another node holds the fetch lock, the nodes fetching the
+        model are sources at once, not only once one has placed it. With no placed holder this
+        node first tries the lock, so nodes that only copy from each other never wait on a
+        fetch nobody makes. ``origin_sha`` asks the origin which sha256 it serves (for a
+        manifest without one).
         """
         ref, now = live.target.ref, time.monotonic()
-        if not live.peer_failed:
-            want = live.target.entry.sha256 or origin_sha()
-            holders = self.peers(live.target, want, live.distrusted)
-            if holders:
-                live.via, live.peers, live.signed_at = "peer", holders, now
-                return self.signed_urls(live.target, holders)
+        want = None if live.peer_failed else live.target.entry.sha256 or origin_sha()
+        found = self.sources(live, want)
+        placed = any(not p.partial for p in found)
+        if live.fetch_lock is None and not placed:
+            live.fetch_lock = self.fetch_lock(live.target)
+        if found and (placed or live.fetch_lock is None):
+            live.via, live.peers, live.signed_at = "peer", found, now
+            return self.signed_urls(live.target, found)
         live.via, live.peers = "origin", []
         if live.fetch_lock is None:
-            live.fetch_lock = self.fetch_lock(live.target)
-            if live.fetch_lock is None:
-                if not live.noted_wait:
-                    on_note(f"{ref}: another node is fetching it from its origin; waiting")
-                    live.noted_wait = True
-                live.retry_at = now + WAIT_POLL
-                return []
+            if not live.noted_wait:
+                on_note(f"{ref}: another node is fetching it from its origin; waiting")
+                live.noted_wait = True
+            live.retry_at = now + WAIT_POLL
+            return []
         wait = self.origin_wait()
         if wait > 0:
             on_note(f"{ref}: the origin rate limit is reached; waiting {wait:.0f}s")
             live.retry_at = now + wait
             return []
         return None
+
+    def more_sources(self, live: Live) -> list[str]:
+        """Signed URLs of peers that placed the model since ``live``'s sources were chosen
+        (looked up every ``SOURCE_LOOK`` seconds while it copies from peers): the first
+        followers to finish take load off the fetching node. Nodes still fetching are taken
+        only when a copy starts: added later, they are at the same point of the file as this
+        node, and aria2, which cannot tell which pieces a peer has, only waits on them."""
+        now = time.monotonic()
+        if live.via != "peer" or not self.settings.cluster.swarm:
+            return []
+        if now - live.looked_at < SOURCE_LOOK:
+            return []
+        live.looked_at = now
+        known = {p.node for p in live.peers if not p.partial}
+        new = [p for p in self.sources(live, live.expected_sha) if p.node not in known]
+        new = [p for p in new if not p.partial]  # one at the same frontier only holds us up
+        live.peers = [p for p in live.peers if p.node not in {n.node for n in new}] + new
+        return self.signed_urls(live.target, new)
+
+    def fetching(self, live: Live) -> None:
+        """Tell the cluster this node downloads ``live`` now (its `serve` hands out the pieces
+        it has), or renew that; only when a reader can check them (sha256 and size known)."""
+        sha, size = live.expected_sha, live.expected_size
+        if sha and size:
+            live.fetching_at = time.monotonic()
+            self._safe(lambda: self.registry.start_fetching(live.target.ref, sha, size))
+
+    def done_fetching(self, live: Live) -> None:
+        """This node no longer downloads ``live`` (placed, failed or handed to the daemon)."""
+        if live.fetching_at:
+            live.fetching_at = 0.0
+            self._safe(lambda: self.registry.stop_fetching(live.target.ref))
 
     def reject(self, live: Live, message: str) -> None:
         """The peers ``live`` used sent bytes that failed the check: off the location index
@@ -170,12 +230,15 @@ class Cluster:
         live.retry_at = time.monotonic()
 
     def keep_locks(self, lives: Iterable[Live]) -> None:
-        """Extend this node's origin-fetch locks (every 10 s) while their downloads live."""
+        """Extend this node's origin-fetch locks and "fetching" records (every 10 s) while
+        their downloads live."""
         now = time.monotonic()
         for live in lives:
             if live.fetch_lock is not None and now - live.extended_at > 10:
                 live.extended_at = now
                 self._safe(live.fetch_lock.extend)
+            if live.fetching_at and now - live.fetching_at > 10:
+                self.fetching(live)
 
     def detach_lock(self, live: Live, token_file: Path) -> None:
         """Keep ``live``'s origin-fetch lock while the daemon downloads on without a watcher:
@@ -211,25 +274,37 @@ def peer_timeout(download: DownloadSettings) -> int:
     return min(PEER_TIMEOUT, download.timeout)
 
 
-def peer_options(download: DownloadSettings, split: int | None) -> dict[str, str]:
-    """aria2 options for a download from peers: a peer that stops answering costs seconds."""
-    return {
-        "max-tries": "2",
+def peer_options(
+    download: DownloadSettings, split: int | None, partial: bool = False
+) -> dict[str, str]:
+    """aria2 options for a download from peers: a peer that stops answering costs seconds.
+
+    From ``partial`` holders (nodes still fetching) a piece they do not have yet is answered
+    503 after a hold: aria2 retries it a second later for as long as it takes (the pull's own
+    stall check, ``peer_timeout``, ends a copy that gets nothing), and keeps connections free
+    for the peers added while it runs (``Cluster.more_sources``).
+    """
+    options = {
+        "max-tries": "0" if partial else "2",
         "retry-wait": "1",
         "connect-timeout": "5",
         "timeout": str(peer_timeout(download)),
         "split": str(split or download.split or PEER_SPLIT),
     }
+    if partial:
+        options |= {"split": str(split or SWARM_SPLIT), "max-connection-per-server": "4"}
+    return options
 
 
 def hand_over(live: Live, message: str, on_note: Callable[[str], None]) -> None:
-    """Peers stopped serving: the origin resumes the partial (the whole-file check still
-    judges every byte). Signatures that lapsed during a long transfer are renewed once."""
+    """Peers stopped serving: other sources resume the partial, else the origin on this node's
+    turn (the whole-file check still judges every byte); the peers used are not asked again in
+    the same role. Signatures that lapsed during a long transfer are renewed once."""
     from cmcache.adapters.cluster.server import SIGNATURE_TTL
 
     if time.monotonic() - live.signed_at < 0.9 * SIGNATURE_TTL:
-        live.peer_failed = True
-        on_note(f"{message}: the peer stopped serving it; finishing from the origin")
+        live.gone.update((p.node, p.partial) for p in live.peers)
+        on_note(f"{message}: the peer stopped serving it; finishing from the origin or a peer")
     live.retry_at = time.monotonic()
 
 

@@ -168,9 +168,20 @@ class Downloader:
                 self._placed(live)
         if self.cluster is not None:
             self.cluster.keep_locks(self._live.values())
+            for live in self._live.values():
+                self._widen(live)
         if self._fetching():
             rebalance(self.index, self.link, opts.concurrent)  # the best priorities run
         self._report()
+
+    def _widen(self, live: Live) -> None:
+        """Add peers that began fetching (or placed) the model to a copy from peers."""
+        assert self.cluster is not None
+        if live.gid and live.verifying is None and live.retry_at is None:
+            urls = self.cluster.more_sources(live)
+            if urls:
+                with contextlib.suppress(EngineError, RpcError):
+                    self.link.engine(live.engine_url).add_uris(live.gid, urls)
 
     # ------------------------------------------------------------ starting
 
@@ -269,6 +280,8 @@ class Downloader:
             live.last = None
             live.mark = (time.monotonic(), live.mark[1])
             self.index.add_job(live.job(opts.priority, self.index.next_seq()))
+            if self.cluster is not None and not target.archive:  # its pieces serve others
+                self.cluster.fetching(live)
         except CmcacheError as exc:  # the resolver has already retried what is worth it
             self._fail(live, exc.exit_code, exc.message)
 
@@ -291,7 +304,8 @@ class Downloader:
         header = self.resolver.token_header(token) if token else None
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
-            options |= peer_options(self.settings.download, opts.split)
+            partial = any(p.partial for p in live.peers)
+            options |= peer_options(self.settings.download, opts.split, partial)
         return options
 
     # ------------------------------------------------------------ watching
@@ -440,6 +454,8 @@ class Downloader:
         )
 
     def _finish(self, live: Live, outcome: Outcome) -> None:
+        if self.cluster is not None:
+            self.cluster.done_fetching(live)
         if live.fetch_lock is not None:
             live.fetch_lock.release()
         if live.token_file is not None and outcome.outcome != PullOutcome.QUEUED:

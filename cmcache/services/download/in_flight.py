@@ -91,8 +91,11 @@ class Live:
     via: str = "origin"  # or "peer": other nodes of the cluster serve it
     peers: list[Holder] = field(default_factory=list)  # the nodes serving it now (via "peer")
     signed_at: float = 0.0  # when the peers' URLs were signed (they expire)
-    peer_failed: bool = False  # peers broke off or sent bad bytes: the origin finishes it
+    peer_failed: bool = False  # peers sent bad bytes: the origin starts over
     distrusted: set[str] = field(default_factory=set)  # nodes whose bytes failed the check
+    gone: set[tuple[str, bool]] = field(default_factory=set)  # (node, partial) that broke off
+    fetching_at: float = 0.0  # when this node last told the cluster it fetches this (0: not)
+    looked_at: float = 0.0  # when the cluster was last asked for more peers (via "peer")
     fetch_lock: FetchLock | None = None  # this node's turn to fetch it from the origin
     token_file: Path | None = None  # where a detached download left its fetch lock's token
     extended_at: float = 0.0
