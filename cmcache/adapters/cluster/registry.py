@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.exceptions
@@ -27,6 +27,7 @@ from cmcache.core.urls import redact
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+Record = TypeVar("Record")
 PREFIX = "cmcache:"
 HEARTBEAT_TTL = 15  # seconds a node counts as alive after its last heartbeat
 LOCK_TTL = 30.0  # seconds a fetch lock outlives a holder that stopped extending it
@@ -173,22 +174,8 @@ class Registry:
 
     def holders(self, ref: str) -> list[Holder]:
         """Live nodes other than this one that hold ``ref`` (well-formed records only)."""
-        key = f"{PREFIX}holders:{ref}"
-        held = self.call(lambda: self.redis.hgetall(key))
-        if not held:
-            return []
-        live = self._recent_nodes()
-        out = []
-        for node, body in held.items():
-            if node == self.node or node not in live:
-                continue
-            try:
-                holding = parse_holding(body)
-            except BadRecord as exc:
-                self._skip(f"{key} (node {node})", str(exc))
-                continue
-            out.append(Holder(node, live[node].url, holding.sha256, holding.size))
-        return out
+        records = self._live_records(f"{PREFIX}holders:{ref}", parse_holding)
+        return [Holder(node, url, r.sha256, r.size) for node, url, r in records]
 
     def start_fetching(self, ref: str, sha256: str, size: int) -> None:
         """This node downloads ``ref`` now and serves its finished pieces; the record lapses
@@ -211,22 +198,31 @@ class Registry:
     def fetchers(self, ref: str) -> list[Holder]:
         """Live nodes other than this one downloading ``ref`` now (well-formed records whose
         expiry has not passed), as partial holders."""
-        key = f"{PREFIX}fetching:{ref}"
+        records = self._live_records(f"{PREFIX}fetching:{ref}", parse_fetching)
+        now = time.time()
+        return [
+            Holder(node, url, r.sha256, r.size, partial=True)
+            for node, url, r in records
+            if r.until >= now
+        ]
+
+    def _live_records(
+        self, key: str, parse: Callable[[str], Record]
+    ) -> list[tuple[str, str, Record]]:
+        """(node, its URL, its parsed value) for each live node other than this one in the hash
+        at ``key``; a value that does not parse is skipped, saying so once."""
         found = self.call(lambda: self.redis.hgetall(key))
         if not found:
             return []
-        live, now = self._recent_nodes(), time.time()
+        live = self._recent_nodes()
         out = []
         for node, body in found.items():
             if node == self.node or node not in live:
                 continue
             try:
-                record = parse_fetching(body)
+                out.append((node, live[node].url, parse(body)))
             except BadRecord as exc:
                 self._skip(f"{key} (node {node})", str(exc))
-                continue
-            if record.until >= now:
-                out.append(Holder(node, live[node].url, record.sha256, record.size, partial=True))
         return out
 
     def distrust(self, ref: str, node: str) -> None:
