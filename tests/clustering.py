@@ -79,6 +79,7 @@ class Node:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
+        self.stop()  # a second start must not leave the first `serve` running after the test
         self.server = self.cli.popen("serve")
         wait_for(self._up, timeout=30, what=f"cmcache serve on {self.host}")
 

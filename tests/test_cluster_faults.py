@@ -97,7 +97,7 @@ def test_a_peer_hash_counts_only_when_the_manifest_or_origin_says_it(
 ) -> None:
     first, second, third = nodes
     # The first node's list names other bytes for the same model (no hash anywhere).
-    join(nodes[:1], origin, redis_server.url, {"evil.bin": MiB}, sha=False)
+    join(nodes[:1], origin, redis_server.url, {"evil.bin": MiB}, sha=False, serve=False)
     good = join(nodes[1:], origin, redis_server.url, {"m.bin": MiB}, sha=False)["m.bin"]
     listing = first.cli.home / "list.json"
     listing.write_text(listing.read_text().replace("evil.bin", "m.bin", 1))
