@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
-
 from cmcache.core.errors import EngineError, RpcError
 from cmcache.core.pieces import Pieces
 from cmcache.core.states import TransferStatus
@@ -61,15 +59,16 @@ class Aria2Engine:
             raise EngineError(f"aria2 RPC URL {redact(url)!r} must be http(s)://host:port/jsonrpc")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.url = url
-        import aria2p  # here, not at the top: with loguru it costs ~0.3 s of CPU, and a
-        # command that finds no daemon (`daemon stop`, a present model) never needs it
+        import aria2p  # here, not at the top: with loguru and requests it costs ~0.3 s of
+        # CPU, and a command that finds no daemon (`daemon stop`, `status`) never needs it
 
         self._client = aria2p.Client(
             host=f"{parts.scheme}://{parts.hostname}", port=port, secret=secret, timeout=timeout
         )
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        import aria2p  # already loaded by __init__
+        import aria2p  # already loaded by __init__, as requests is
+        import requests
 
         try:
             return fn(*args)
