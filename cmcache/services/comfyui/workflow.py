@@ -111,6 +111,19 @@ def _posix(name: str) -> str:
     return name.replace("\\", "/")
 
 
+def declaration_problem(
+    folder: str, filename: str, declared: Declared, policy: HostPolicy
+) -> str | None:
+    """Why a workflow's declaration of ``folder/filename`` is not fetched (None: it may be): an
+    unsafe place, a URL that is no model link, a host not allowed, an untrustworthy hash."""
+    return (
+        location_problem(folder, filename)
+        or model_url_problem(declared.url)
+        or policy.refusal(declared.url)
+        or declared.problem
+    )
+
+
 def _take(
     catalog: Catalog,
     policy: HostPolicy,
@@ -128,12 +141,7 @@ def _take(
         return
     entry = catalog.get(ref)
     if entry is None and declared is not None:
-        problem = (
-            location_problem(folder, filename)
-            or model_url_problem(declared.url)
-            or policy.refusal(declared.url)
-            or declared.problem
-        )
+        problem = declaration_problem(folder, filename, declared, policy)
         if problem:
             reason = problem if problem.startswith("refused") else f"refused: {problem}"
             reason = reason.replace(declared.url, redact(declared.url))

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cmcache.core.errors import ManifestError
-from cmcache.core.manifest.safety import location_problem, model_url_problem
+from cmcache.core.manifest.safety import location_problem
 from cmcache.core.states import LocalState
 from cmcache.core.urls import redact
 from cmcache.core.workflow import read_workflow
-from cmcache.services.comfyui.workflow import WORKFLOW_SOURCE
+from cmcache.services.comfyui.workflow import WORKFLOW_SOURCE, declaration_problem
 from cmcache.services.sources.catalog import extra_paths, load_catalog, workflow_list
 
 if TYPE_CHECKING:
@@ -118,12 +118,7 @@ def check_workflows(
             states.append(ModelState(folder, filename, state, why))
             continue
         url = redact(declared.url)
-        problem = (
-            location_problem(folder, filename)
-            or model_url_problem(declared.url)
-            or policy.refusal(declared.url)
-            or declared.problem
-        )
+        problem = declaration_problem(folder, filename, declared, policy)
         if problem:
             why = "" if here else problem.replace(declared.url, url)  # never a token shown
             states.append(ModelState(folder, filename, PRESENT if here else REFUSED, why, url))
