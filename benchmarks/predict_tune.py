@@ -23,7 +23,7 @@ import use_trace as month
 
 from cmcache.core.planning import predict
 from cmcache.core.planning.predict import combine, evidence
-from cmcache.core.planning.sessions import Run, sessions_from_runs
+from cmcache.core.planning.sessions import Run, add_use, sessions_from_runs
 from cmcache.core.planning.signals import Evidence
 
 GAP = 1800.0  # the default session gap, as in the bench
@@ -52,13 +52,7 @@ def collect(trace: dict[str, object]) -> list[Ask]:
     for ask in asks:
         while at_use < len(uses) and uses[at_use][0] < ask:  # the index's runs, as uses arrive
             at, ref, _ = uses[at_use]
-            found = latest.get(ref)
-            if found is not None and at - runs[found].last < GAP:
-                run = runs[found]
-                runs[found] = Run(ref, run.first, max(run.last, at), run.uses + 1)
-            else:
-                latest[ref] = len(runs)
-                runs.append(Run(ref, at, at, 1))
+            add_use(runs, latest, ref, at, GAP)
             at_use += 1
         sessions = sessions_from_runs(runs, GAP)
         if not sessions or at_use >= len(uses) or uses[at_use][0] != ask:

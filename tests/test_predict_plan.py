@@ -8,7 +8,7 @@ from pathlib import Path
 from cmcache.adapters.storage.index import Index
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.planning.predict import forecast
-from cmcache.core.planning.prefetch import Wanted, plan_prefetch
+from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.prune import (
     DAY,
     Candidate,
@@ -221,26 +221,22 @@ def test_cost_still_respects_protection() -> None:
 def test_a_predicted_model_evicts_only_what_is_less_likely_than_itself() -> None:
     cached = [c("likely", 4 * GB), c("unlikely", 4 * GB, hours_ago=24)]
     chance = {"checkpoints/likely": 0.9, "checkpoints/unlikely": 0.1}
-    plan = plan_prefetch(
-        [want("guess", 7 * GB, chance=0.6)],
-        cached,
-        now=NOW,
-        keep_days=0,
-        max_size=10 * GB,
-        never_evict=set(),
-        chance=chance,
-    )
+
+    def plan_guess(size: int) -> PrefetchPlan:
+        return plan_prefetch(
+            [want("guess", size, chance=0.6)],
+            cached,
+            now=NOW,
+            keep_days=0,
+            max_size=10 * GB,
+            never_evict=set(),
+            chance=chance,
+        )
+
+    plan = plan_guess(7 * GB)
     assert plan.fetch == () and plan.evict == ()
     assert "as likely to be needed" in plan.skipped[0][1]
-    plan = plan_prefetch(
-        [want("guess", 3 * GB, chance=0.6)],
-        cached,
-        now=NOW,
-        keep_days=0,
-        max_size=10 * GB,
-        never_evict=set(),
-        chance=chance,
-    )
+    plan = plan_guess(3 * GB)
     assert [w.target.ref for w in plan.fetch] == ["checkpoints/guess"]
     assert names(plan.evict) == ["unlikely"]
 

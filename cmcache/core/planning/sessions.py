@@ -68,15 +68,21 @@ def runs_from_uses(uses: Iterable[tuple[str, float]], gap: float) -> list[Run]:
     latest: dict[str, int] = {}
     runs: list[Run] = []
     for ref, at in uses:
-        at_run = latest.get(ref)
-        if at_run is not None and at - runs[at_run].last < gap:
-            run = runs[at_run]
-            runs[at_run] = Run(ref, run.first, max(run.last, at), run.uses + 1)
-        else:
-            latest[ref] = len(runs)
-            runs.append(Run(ref, at, at, 1))
+        add_use(runs, latest, ref, at, gap)
     runs.sort(key=lambda r: r.first)
     return runs
+
+
+def add_use(runs: list[Run], latest: dict[str, int], ref: str, at: float, gap: float) -> None:
+    """One more use, later than those before, into ``runs``: it extends ``ref``'s latest run
+    (``latest`` keeps its position) when less than ``gap`` seconds have passed, else opens one."""
+    at_run = latest.get(ref)
+    if at_run is not None and at - runs[at_run].last < gap:
+        run = runs[at_run]
+        runs[at_run] = Run(ref, run.first, max(run.last, at), run.uses + 1)
+    else:
+        latest[ref] = len(runs)
+        runs.append(Run(ref, at, at, 1))
 
 
 def sessions_from_runs(runs: Iterable[Run], gap: float) -> list[Session]:
