@@ -35,6 +35,7 @@ from cmcache.adapters.aria2.daemon import find_aria2c
 
 MiB = 1 << 20
 GiB = 1 << 30
+RELAY_FANOUT = 1  # the cluster run: 24 MiB/s up, 16 MiB/s origin
 
 
 class Home:
@@ -381,6 +382,9 @@ def cluster(
                     f'node = "{name}-{i}"\nserve = "{host}:{port}"\n'
                     f'origin_rate = "0"\nserve_rate = "{serve_rate}"\n'
                     f"swarm = {'true' if swarm else 'false'}\n"
+                    # upload (serve_rate) under twice the origin's rate: a chain, each node
+                    # feeding one other, keeps every copy at the origin's pace
+                    f"relay_fanout = {RELAY_FANOUT}\n"
                 )
             home = Home(base, origin, files, extra=extra)
             home.env["CMCACHE_CLUSTER_SECRET"] = "bench-secret"
@@ -465,7 +469,9 @@ def simulated(
     hash_rate = size / timed(lambda: hashlib.sha256(data).hexdigest())
 
     def net(count: int) -> swarm_sim.Net:
-        return swarm_sim.loopback(size, origin_rate, serve_rate, fixed[count], hash_rate, rtt=rtt)
+        return swarm_sim.loopback(
+            size, origin_rate, serve_rate, fixed[count], hash_rate, rtt=rtt, fanout=RELAY_FANOUT
+        )
 
     sim: dict[str, Any] = {"hash_mib_s": hash_rate / MiB, "alone_s": swarm_sim.alone(net(1))}
     for count in (c for c in fixed if c > 1):

@@ -6,11 +6,14 @@ Three protocols, on the same network:
   lock and fetches the model from the origin; it hashes it, places it and announces it. The
   others poll Redis every ``poll`` seconds; once they see the holder they all copy from it,
   sharing its upload.
-- ``swarm`` (as built): the fetching node announces itself at once and serves every piece it
-  has finished; the others start at once and copy from it (a request for a piece it does not
-  have yet is held until the piece arrives), and a copy in progress adds each node that has
-  placed the model at its next look (``look``). A node still copying serves nobody: aria2,
-  which schedules the pieces, cannot tell which pieces another copying node has.
+- ``swarm`` (as built): a relay tree. Every node still fetching serves the pieces it has
+  finished, seen ``lag`` after they arrive (its `serve` looks at aria2's bitfield every
+  ``POLL``); the nodes join a line in Redis in the order they come, and each copies from its
+  parent in a tree of ``fanout`` children per node laid over the line (the origin fetcher at
+  the root), so that no upload is shared by every follower. A copy in progress also adds each
+  node that has placed the model at its next look (``look``).
+- ``star`` (the swarm before the relay tree): every node copies from the fetching node, whose
+  upload they all share, and from nodes that placed it.
 - ``ideal``: what a piece-aware fetcher would reach: every node serves each piece it has
   from the moment it has it, and each node takes its lowest missing pieces from any peer
   that has them and a free connection (held back on a piece until a holder is free).
@@ -56,6 +59,8 @@ class Net:
     start: float = 0.5  # fixed cost of a pull before its first byte
     hash_rate: float = 1.0 * GB  # the sha256 check after the last byte
     slots: int = 4  # connections per download, and concurrent readers per upload
+    fanout: int = 1  # children per node in the relay tree (``swarm``)
+    lag: float = 0.1  # how late a node still fetching offers a piece it got (half a POLL)
     cores: int = 0  # CPUs all nodes share (loopback: one machine); 0 = a machine each
     lowest_first: bool = True  # stop at the first piece out of reach (False: take any piece a
     # free peer has; in this model that spreads connections over more pieces, each arriving
@@ -94,11 +99,13 @@ class _Swarm:
         self.piece_bytes = net.size / self.pieces
         self.rate = min(net.up, net.down) / net.slots  # one connection's share
         self.have = [bytearray(self.pieces) for _ in range(n)]
+        self.offers = [bytearray(self.pieces) for _ in range(n)]  # what each node serves
         self.count = [0] * n
         self.inflight: list[set[int]] = [set() for _ in range(n)]
         self.free_down = [net.slots] * n
         self.free_up = [net.slots] * n
         self.holders: list[list[int]] = [[] for _ in range(self.pieces)]
+        self.placed: list[int] = []  # nodes that placed the model (``swarm``)
         self.waiters: list[deque[int]] = [deque() for _ in range(self.pieces)]
         self.wanted: set[int] = set()
         self.blocked: list[int | None] = [None] * n
@@ -122,12 +129,25 @@ class _Swarm:
 
     # -- sources ---------------------------------------------------------------------------
     def usable(self, source: int, node: int) -> bool:
-        return source != node and self.free_up[source] > 0 and self.known_at[source] <= self.env.now
+        if source == node or self.free_up[source] <= 0 or self.known_at[source] > self.env.now:
+            return False
+        if self.protocol == "swarm" and self.count[source] < self.pieces:
+            return source == self.parent(node)  # a node still fetching feeds its children
+        return True
+
+    def parent(self, node: int) -> int:
+        return (node - 1) // max(1, self.net.fanout)
 
     def find_source(self, piece: int, node: int, thorough: bool = True) -> int | None:
         """A holder of ``piece`` with a free upload slot; ``thorough``: when 8 random samples
         find none, look at every holder (else give up: another piece may do)."""
-        holders = self.holders[piece]
+        if self.protocol == "swarm":  # its parent, else a node that placed it
+            up = self.parent(node)
+            if self.offers[up][piece] and self.usable(up, node):
+                return up
+            holders = self.placed
+        else:
+            holders = self.holders[piece]
         if len(holders) <= 8:
             candidates = [h for h in holders if self.usable(h, node)]
             return self.rng.choice(candidates) if candidates else None
@@ -192,27 +212,40 @@ class _Swarm:
     def got(self, node: int, piece: int) -> None:
         self.have[node][piece] = 1
         self.count[node] += 1
-        self.holders[piece].append(node)
         if self.count[node] == self.pieces:
             self.active[node] = False
             self.env.process(self.finish(node))
+        lag = self.net.lag if self.protocol in ("swarm", "star") else 0.0
+        if lag and self.relays(node) and self.count[node] < self.pieces:
+            offered = self.env.timeout(lag)
+            offered.callbacks.append(lambda _e: self.offer(node, piece))
+        else:
+            self.offer(node, piece)
+
+    def offer(self, node: int, piece: int) -> None:
+        """``node`` serves ``piece`` from now on (to whom: ``usable``)."""
+        self.offers[node][piece] = 1
+        self.holders[piece].append(node)
         if self.relays(node) or self.count[node] == self.pieces:
             self.serve(node)
 
     def relays(self, node: int) -> bool:
-        """Whether ``node`` serves pieces before it has them all: in ``ideal`` every node; in
-        ``swarm`` (as built) the node fetching from the origin, which every other node copies
-        from at once (a copy can not tell which pieces another follower has)."""
-        return self.protocol == "ideal" or (self.protocol == "swarm" and node == 0)
+        """Whether ``node`` serves pieces before it has them all: in ``ideal`` and ``swarm``
+        every node (in ``swarm`` to its children); in ``star`` the node fetching from the
+        origin, which every other node copies from at once."""
+        return self.protocol in ("ideal", "swarm") or (self.protocol == "star" and node == 0)
 
     def serve(self, source: int) -> None:
         """Give ``source``'s free upload slots to nodes held back on pieces it has."""
         if not self.relays(source) and self.count[source] < self.pieces:
             return
+        if self.protocol == "swarm" and self.count[source] < self.pieces:
+            self.feed_children(source)
+            return
         for piece in sorted(self.wanted, reverse=True):  # the newest piece is the rarest
             if self.free_up[source] <= 0:
                 return
-            if not self.have[source][piece]:
+            if not self.offers[source][piece]:
                 continue
             queue = self.waiters[piece]
             while queue and self.free_up[source] > 0:
@@ -227,15 +260,28 @@ class _Swarm:
             if not queue:
                 self.wanted.discard(piece)
 
+    def feed_children(self, source: int) -> None:
+        """A node still fetching serves only its children in the relay tree."""
+        k = max(1, self.net.fanout)
+        for child in range(source * k + 1, min(self.n, source * k + k + 1)):
+            piece = self.blocked[child]
+            if piece is None or not self.offers[source][piece]:
+                continue
+            if self.free_up[source] <= 0 or self.known_at[source] > self.env.now:
+                return
+            self.start_transfer(source, child, piece)
+            self.fill(child)
+
     # -- the nodes -------------------------------------------------------------------------
     def finish(self, node: int) -> simpy.events.ProcessGenerator:
         net = self.net
         yield from self.work(net.size / net.hash_rate)  # the check
         yield self.env.timeout(net.rtt)  # place, announce
         self.done[node] = self.env.now
+        self.placed.append(node)
         if self.protocol == "queue" and node == 0:
             self.known_at[0] = self.env.now
-        elif self.protocol == "swarm" and node:
+        elif self.protocol in ("swarm", "star") and node:
             # Placed and announced: copies in progress add it at their next look.
             later = net.rtt + self.rng.random() * net.look
             self.known_at[node] = self.env.now + later
@@ -263,6 +309,8 @@ class _Swarm:
             yield self.env.timeout(phase or net.poll)
             phase = 0.0
         yield self.env.timeout(net.rtt)  # look up the sources
+        if self.protocol == "swarm":  # "fetching here" is announced: its children copy
+            self.known_at[node] = self.env.now + net.rtt
         if self.protocol == "ideal":
             # It announces itself; the others learn of it at their next look (poll).
             self.known_at[node] = self.env.now + net.rtt + net.poll
@@ -298,6 +346,7 @@ def loopback(
     hash_rate: float,
     cores: int = 0,
     rtt: float = 0.0002,
+    fanout: int = 1,
 ) -> Net:
     """The loopback benchmark: nodes on 127.0.0.x, peers ~120 MiB/s, `serve_rate` = ``up``;
     ``cores``: the CPUs the nodes get of the one machine they share (0: as many as needed)."""
@@ -311,6 +360,7 @@ def loopback(
         start=start,
         hash_rate=hash_rate,
         cores=cores,
+        fanout=fanout,
     )
 
 
@@ -318,7 +368,7 @@ def table(net: Net, counts: list[int]) -> list[str]:
     one = alone(net)
     lines = [f"one node alone: {one:.1f}s"]
     for n in counts:
-        for protocol in ("queue", "swarm", "ideal"):
+        for protocol in ("queue", "star", "swarm", "ideal"):
             lines.append(simulate(net, n, protocol).row(one, net.size))
     return lines
 
@@ -335,9 +385,12 @@ def main() -> None:
         metavar="GBIT",
         help="each node's upload (default: the 10 Gbit/s link)",
     )
+    parser.add_argument(
+        "--fanout", type=int, default=2, metavar="K", help="children per node in the relay tree"
+    )
     args = parser.parse_args()
     net = datacenter(args.size_gb * GB, args.piece_mib * MiB)
-    net = replace(net, up=args.up_gbit * 1.25e8)
+    net = replace(net, up=args.up_gbit * 1.25e8, fanout=args.fanout)
     print(
         f"{args.size_gb:g} GB model, origin 1 Gbit/s, nodes 10 Gbit/s down, "
         f"{args.up_gbit:g} Gbit/s up, pieces {args.piece_mib:g} MiB"

@@ -30,6 +30,22 @@ def test_finished_bytes_follow_the_piece_bitfield() -> None:
     assert Pieces.parse("", 0, 0) is None  # aria2 does not know the size yet
 
 
+def test_a_relay_parent_is_the_nearest_node_before_it_that_serves() -> None:
+    from cmcache.core.peers import relay_parent
+
+    line = ["root", "a", "b", "c", "d", "e", "f"]
+    everyone = set(line)
+    assert [relay_parent(line, i, 2, everyone) for i in range(1, 7)] == [
+        "root", "root", "a", "a", "b", "b"
+    ]
+    assert [relay_parent(line, i, 1, everyone) for i in range(1, 4)] == ["root", "a", "b"]
+    assert relay_parent(line, 5, 2, everyone - {"b"}) == "root"  # b gone: its parent
+    assert relay_parent(line, 3, 2, {"b", "d"}) == "b"  # no ancestor: the nearest before it
+    assert relay_parent(line, 3, 2, {"d", "e"}) is None  # never one after it
+    assert relay_parent(line, 0, 2, everyone) is None
+    assert relay_parent(line, 9, 2, everyone) is None  # a place past the line read
+
+
 def test_serve_rate_is_validated(cli: Cli) -> None:
     assert cli("config", "set", "cluster.serve_rate", "24M").code == 0
     assert 'serve_rate = "24M"' in cli.config.read_text()

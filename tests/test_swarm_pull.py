@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 from clustering import MiB, Node, RedisServer, join, origin_bytes
@@ -31,6 +32,10 @@ def _copying(redis: RedisServer, origin: Origin, node: Node, name: str) -> None:
 def _fetching(redis: RedisServer, name: str) -> dict[str, str]:
     found: dict[str, str] = redis.client().hgetall(f"cmcache:fetching:{REF.format(name)}")
     return found
+
+
+def _is_fetching(redis: RedisServer, name: str, host: str) -> bool:
+    return host in _fetching(redis, name)
 
 
 def test_a_follower_copies_from_a_node_still_fetching_and_the_origin_sends_it_once(
@@ -133,6 +138,42 @@ def test_all_peers_gone_while_another_node_holds_the_lock_no_second_origin_fetch
     assert origin_bytes(origin, "one.bin") <= 2 * size + 1024
     peer = [f.cli("metrics").stdout for f in followers]
     assert sum(f'{{source="peer"}} {float(size):e}' in text for text in peer) >= 1
+
+
+def test_each_follower_copies_from_its_parent_in_the_relay_and_an_orphan_climbs_up(
+    nodes: list[Node], origin: Origin, redis_server: RedisServer
+) -> None:
+    """relay_fanout = 1: the second follower copies from the first, not from the leader; when
+    the first stops serving, the second finishes from the leader (still no origin fetch)."""
+    leader, first, second = nodes
+    size = 4 * MiB
+    digests = join(nodes, origin, redis_server.url, {"chain.bin": size}, extra="relay_fanout = 1\n")
+    faults = origin.fault("files/chain.bin", total_rate=MiB // 8)  # slow while they start
+    pulls = [leader.cli.popen("pull", "--split", "1", "chain.bin")]
+    for node in nodes:  # they come one after the other: the line is leader, first, second
+        if node is not leader:
+            pulls.append(node.cli.popen("pull", "chain.bin"))
+        wait_for(partial(_is_fetching, redis_server, "chain.bin", node.host), what=node.host)
+    line = redis_server.client().lrange(f"cmcache:relay:{REF.format('chain.bin')}", 0, -1)
+    assert line == [leader.host, first.host, second.host]
+    first.stop(signal.SIGKILL)  # its `serve`: its pull goes on copying from the leader
+    faults.total_rate = MiB
+    for pull, node in zip(pulls, nodes, strict=True):
+        _out, err = pull.communicate(timeout=120)
+        assert pull.returncode == 0, err
+        assert file_sha(node.cli.root / "checkpoints" / "chain.bin") == digests["chain.bin"]
+        if node is second:  # it was copying from the first follower
+            assert "the peer stopped serving it" in err
+    assert origin_bytes(origin, "chain.bin") <= size * 1.05  # the leader's fetch, once
+
+
+def test_relay_fanout_is_validated(cli: Cli) -> None:
+    assert cli("config", "set", "cluster.relay_fanout", "1").code == 0
+    for bad in ("0", "17", "two"):
+        result = cli("config", "set", "cluster.relay_fanout", bad)
+        assert result.code == 3, result.stderr
+        assert "cluster.relay_fanout" in result.stderr
+    assert "relay_fanout = 1" in cli.config.read_text()
 
 
 def test_swarm_can_be_turned_off_and_takes_only_a_boolean(cli: Cli) -> None:

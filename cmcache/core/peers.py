@@ -141,3 +141,21 @@ def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRecord(f"{name} {value!r} is not a number")
     return float(value)
+
+
+
+def relay_parent(line: list[str], me: int, fanout: int, present: set[str]) -> str | None:
+    """Whom the node at ``line[me]`` copies a model from while it is fetched: its parent in a
+    tree of ``fanout`` children per node laid over the line of nodes in the order they asked
+    (``line[0]``, the origin fetcher, at the root); when the parent is not ``present`` (gone,
+    or not fetching yet), its nearest ancestor that is, else the nearest node before it in
+    the line that is. Never a node after it: two nodes never wait on each other. None when
+    no node before it is present."""
+    if not 0 < me < len(line):
+        return None
+    at = me
+    while at > 0:
+        at = (at - 1) // max(1, fanout)
+        if line[at] in present:
+            return line[at]
+    return next((node for node in reversed(line[:me]) if node in present), None)

@@ -34,6 +34,8 @@ LOCK_TTL = 30.0  # seconds a fetch lock outlives a holder that stopped extending
 DETACHED_LOCK_TTL = 600.0  # the same for a detached download, which nobody watches for a while
 BROKEN_LOCK_GRACE = 2.0  # a fetch lock without any expiry (not ours) is given this much more
 FETCHING_TTL = 30.0  # seconds a "fetching" record outlives a node that stopped renewing it
+RELAY_TTL = 3600  # seconds a line of nodes copying a model outlives its last newcomer
+RELAY_MAX = 100_000  # places of a line read at most
 SUSPECT_TTL = 86400  # seconds a complaint about a holder's bytes waits for that holder
 # Seconds one look at the live nodes serves ``holders``: the look scans every key, and a bundle
 # asks for each member (2,000 lookups with 2,000 keys: 69 s, 0.5 s with the look reused); a
@@ -194,6 +196,34 @@ class Registry:
     def stop_fetching(self, ref: str) -> None:
         """This node no longer downloads ``ref`` (placed, failed or dropped)."""
         self.call(lambda: self.redis.hdel(f"{PREFIX}fetching:{ref}", self.node))
+
+    def join_relay(self, ref: str, *, first: bool = False) -> tuple[list[str], int] | None:
+        """Put this node in line to copy ``ref`` while it is fetched (``first``: a new line,
+        this node fetching from the origin); the line as it stands and this node's place in
+        it, or None when the key holds something else (skipped, said once)."""
+        key = f"{PREFIX}relay:{ref}"
+
+        def run() -> list[Any]:
+            with self.redis.pipeline(transaction=True) as pipe:
+                if first:
+                    pipe.delete(key)
+                pipe.rpush(key, self.node)
+                pipe.expire(key, RELAY_TTL)
+                pipe.lrange(key, 0, RELAY_MAX)
+                return list(pipe.execute())
+
+        try:
+            found = self.call(run)
+        except ClusterUnavailable as exc:
+            if "WRONGTYPE" not in exc.message:
+                raise
+            self._skip(key, "not a list of nodes")
+            return None
+        place, line = found[-3], found[-1]
+        if not isinstance(place, int) or not isinstance(line, list):
+            self._skip(key, "not a list of nodes")
+            return None
+        return [str(name) for name in line], place - 1
 
     def fetchers(self, ref: str) -> list[Holder]:
         """Live nodes other than this one downloading ``ref`` now (well-formed records whose

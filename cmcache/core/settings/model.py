@@ -123,6 +123,7 @@ class ClusterSettings:
     cluster_origin_rate: str
     serve_rate: int  # bytes per second `serve` may send to all peers together; 0 = no cap
     swarm: bool = True  # nodes still fetching a model are sources too, not only its holders
+    relay_fanout: int = 2  # nodes each node still fetching a model feeds (the relay tree)
 
     @property
     def enabled(self) -> bool:

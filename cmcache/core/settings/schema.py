@@ -15,6 +15,7 @@ from cmcache.core.sourcerefs import DEFAULT_CIVITAI, DEFAULT_HF, endpoint_proble
 
 Parser = Callable[[Any, str], Any]
 POLICIES = ("lru", "cost")  # what prune and prefetch evict first
+MAX_FANOUT = 16  # a relay tree wider than this is a star again: one upload shared by all
 MANAGER_URL = "https://raw.githubusercontent.com/Comfy-Org/ComfyUI-Manager/main/model-list.json"
 MANAGER_SOURCE = "comfyui-manager"
 
@@ -37,6 +38,13 @@ def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{where}: expected a whole number ≥ 0, got {value!r}")
     return value
+
+
+def _fanout(value: Any, where: str) -> int:
+    number = _positive_int(value, where)
+    if not 1 <= number <= MAX_FANOUT:
+        raise ConfigError(f"{where}: expected a whole number from 1 to {MAX_FANOUT}, got {value!r}")
+    return number
 
 
 def _at_least_one(value: Any, where: str) -> int:
@@ -249,6 +257,9 @@ KEYS: dict[str, dict[str, Key]] = {
         "serve_rate": Key(_size, "0", 'upload cap of `cmcache serve` per second; "0" = none'),
         "swarm": Key(
             _boolean, True, "copy from nodes still fetching a model too (false: only placed copies)"
+        ),
+        "relay_fanout": Key(
+            _fanout, 2, "nodes each node feeds while it fetches (1 when upload < 2× the origin)"
         ),
     },
     "prefetch": {

@@ -14,6 +14,8 @@ from cmcache.core.errors import ClusterUnavailable, ConfigError
 from cmcache.core.files import write_atomic
 
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
+RELAY_POLL = 0.2  # seconds between looks for this node's relay parent to start fetching
+RELAY_PATIENCE = 3.0  # seconds a relay parent may take to start before its ancestor serves
 SOURCE_LOOK = 1.0  # seconds between looks for more peers while copying from peers
 PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111→141 MiB/s)
 SWARM_SPLIT = 8  # connections of a copy from nodes still fetching, at most 4 to each
@@ -111,13 +113,16 @@ class Cluster:
         holders = self.peers(live.target, live.target.entry.sha256, live.distrusted)
         if not holders:
             return None
-        live.via, live.peers, live.signed_at = "peer", holders, time.monotonic()
+        live.via, live.peers, live.began_with = "peer", holders, holders
+        live.signed_at = time.monotonic()
         return self.signed_urls(live.target, holders)
 
     def fetch_lock(self, target: Target) -> FetchLock | None:
         """This node's turn to fetch ``target`` from its origin, or None if another node's."""
         lock = self.registry.fetch_lock(target.ref)
         taken = self._safe(lock.acquire)
+        if taken:  # the root of the line of nodes that copy from it as it arrives
+            self._safe(lambda: self.registry.join_relay(target.ref, first=True))
         return lock if taken or (taken is None and self._down) else None
 
     def origin_wait(self) -> float:
@@ -168,8 +173,13 @@ class Cluster:
         placed = any(not p.partial for p in found)
         if live.fetch_lock is None and not placed:
             live.fetch_lock = self.fetch_lock(live.target)
+        if found and not placed and live.fetch_lock is None:
+            found = self._relay(live, found, now)
+            if not found:
+                live.retry_at = now + RELAY_POLL
+                return []
         if found and (placed or live.fetch_lock is None):
-            live.via, live.peers, live.signed_at = "peer", found, now
+            live.via, live.peers, live.began_with, live.signed_at = "peer", found, found, now
             return self.signed_urls(live.target, found)
         live.via, live.peers = "origin", []
         if live.fetch_lock is None:
@@ -184,6 +194,28 @@ class Cluster:
             live.retry_at = now + wait
             return []
         return None
+
+    def _relay(self, live: Live, fetching: list[Holder], now: float) -> list[Holder]:
+        """The one node still fetching that this node copies from: its parent in the relay
+        tree (``core.peers.relay_parent``), each node feeding a few others as the pieces
+        arrive, so that no node's upload is shared by every follower. A parent not fetching
+        yet is waited for ``RELAY_PATIENCE``, then passed over for its nearest ancestor that
+        is. [] to wait; every node fetching when Redis keeps no line."""
+        from cmcache.core.peers import relay_parent
+
+        if live.relay is None:
+            joined = self._safe(lambda: self.registry.join_relay(live.target.ref))
+            live.relay = joined if isinstance(joined, tuple) else ([], 0)
+            live.relay_at = now
+        line, place = live.relay
+        if not 0 < place < len(line):  # no line to go by (Redis down, or a bad key)
+            return fetching
+        fanout = self.settings.cluster.relay_fanout
+        present = {p.node for p in fetching}
+        if now - live.relay_at < RELAY_PATIENCE:
+            present &= {relay_parent(line, place, fanout, set(line))}
+        parent = relay_parent(line, place, fanout, present)
+        return [p for p in fetching if p.node == parent]
 
     def more_sources(self, live: Live) -> list[str]:
         """Signed URLs of peers that placed the model since ``live``'s sources were chosen
@@ -303,7 +335,9 @@ def hand_over(live: Live, message: str, on_note: Callable[[str], None]) -> None:
     from cmcache.adapters.cluster.server import SIGNATURE_TTL
 
     if time.monotonic() - live.signed_at < 0.9 * SIGNATURE_TTL:
-        live.gone.update((p.node, p.partial) for p in live.peers)
+        # Not the holders added while it ran (``more_sources``): aria2 gives them no connection
+        # while it retries the peers it began with.
+        live.gone.update((p.node, p.partial) for p in live.began_with)
         on_note(f"{message}: the peer stopped serving it; finishing from the origin or a peer")
     live.retry_at = time.monotonic()
 

@@ -90,6 +90,7 @@ class Live:
     verifying: Future[tuple[str, int]] | None = None
     via: str = "origin"  # or "peer": other nodes of the cluster serve it
     peers: list[Holder] = field(default_factory=list)  # the nodes serving it now (via "peer")
+    began_with: list[Holder] = field(default_factory=list)  # those of them it started with
     signed_at: float = 0.0  # when the peers' URLs were signed (they expire)
     peer_failed: bool = False  # peers sent bad bytes: the origin starts over
     distrusted: set[str] = field(default_factory=set)  # nodes whose bytes failed the check
@@ -97,6 +98,8 @@ class Live:
     fetching_at: float = 0.0  # when this node last told the cluster it fetches this (0: not)
     looked_at: float = 0.0  # when the cluster was last asked for more peers (via "peer")
     fetch_lock: FetchLock | None = None  # this node's turn to fetch it from the origin
+    relay: tuple[list[str], int] | None = None  # the line copying it as it is fetched, our place
+    relay_at: float = 0.0  # when this node joined that line
     token_file: Path | None = None  # where a detached download left its fetch lock's token
     extended_at: float = 0.0
     noted_wait: bool = False
