@@ -1,13 +1,16 @@
 """Bundles in a cluster: members peers already hold come from them, and the archive from the
-origin only when a member is missing from the peers or one of them sends bad bytes."""
+origin only when a member is missing from the peers or one of them sends bad bytes, and by one
+node at a time."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import re
 import signal
+import time
 import zipfile
 
 from clustering import Node, rot
@@ -190,3 +193,66 @@ def test_many_members_do_not_each_scan_redis_for_live_nodes(
     # One look at the live nodes takes about 12 SCANs here (about 125 keys): 48 in all with
     # the look reused for a second, 2,880 with a fresh look for every member's lookup.
     assert scans < 1000, scans
+
+
+def archive_bytes(origin: Origin) -> int:
+    """Bytes of the archive the origin sent, over every request."""
+    return sum(r.sent for r in origin.requests_for(ARCHIVE, "GET"))
+
+
+def archive_turn(redis_url: str) -> str:
+    """The node whose turn it is to fetch a bundle's archive from its origin ("" if none)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    values = [client.get(key) for key in client.keys("cmcache:fetch:bundles/*")]
+    return next((str(v).split("/", 1)[0] for v in values if v), "")
+
+
+def test_two_nodes_pulling_an_unheld_bundle_at_once_fetch_its_archive_once(
+    nodes: list[Node], origin: Origin, redis_url: str
+) -> None:
+    first, second = nodes[0], nodes[1]
+    join_bundle(nodes[:2], origin, redis_url)
+    size = len(_archive(MEMBERS))
+    origin.fault(ARCHIVE, total_rate=size // 4)  # about 4 s: both pulls start within it
+    pulls = [node.cli.popen("pull", "pack") for node in (first, second)]
+    errors = [pull.communicate(timeout=120)[1] for pull in pulls]
+    for pull, err in zip(pulls, errors, strict=True):
+        assert pull.returncode == 0, err
+    assert archive_bytes(origin) <= size * 1.05  # one node fetched it, the other waited
+    assert sum("another node is fetching this bundle's archive" in err for err in errors) == 1
+    for node in (first, second):
+        assert holds_every_member(node)
+        assert node.cli("verify").code == 0
+    waited = second if "another node is fetching" in errors[1] else first
+    assert downloaded(waited, "peer") == sum(len(d) for d in MEMBERS.values())
+    assert archive_turn(redis_url) == ""  # released once the members were announced
+
+
+def test_a_node_that_dies_fetching_the_archive_hands_its_turn_over(
+    nodes: list[Node], origin: Origin, redis_url: str
+) -> None:
+    from conftest import aria2c_pids
+    from pulling import wait_for
+
+    first, second = nodes[0], nodes[1]
+    join_bundle(nodes[:2], origin, redis_url)
+    size = len(_archive(MEMBERS))
+    faults = origin.fault(ARCHIVE, total_rate=size // 30)  # it dies long before the end
+    leader = first.cli.popen("pull", "pack")
+    wait_for(lambda: archive_turn(redis_url) == first.host, what="the first node's turn")
+    wait_for(lambda: origin.sent_so_far(ARCHIVE) > 0, what="the archive under way")
+    follower = second.cli.popen("pull", "pack")
+    time.sleep(2)  # the follower finds the turn taken and waits
+    leader.kill()  # the pull, its aria2 and its `serve`: the whole node is gone
+    for pid in aria2c_pids(str(first.cli.home)):
+        os.kill(pid, signal.SIGKILL)
+    first.stop(signal.SIGKILL)
+    leader.communicate(timeout=20)
+    faults.total_rate = None
+    _out, err = follower.communicate(timeout=120)  # the dead node's lock lapses (LOCK_TTL)
+    assert follower.returncode == 0, err
+    assert "another node is fetching this bundle's archive; waiting" in err
+    assert holds_every_member(second)
+    assert second.cli("verify").code == 0

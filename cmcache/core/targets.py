@@ -21,6 +21,9 @@ class Target:
     final: Path
     staging: Path
     archive: bool = False  # a bundle's archive: verified and kept for unpacking, not managed
+    # A bundle's archive (not a repository's file, also an ``archive``): in a cluster one node at
+    # a time fetches it from its origin; the others take its members from that node.
+    bundle_archive: bool = False
 
     @property
     def ref(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111â
 SWARM_SPLIT = 8  # connections of a copy from nodes still fetching, at most 4 to each
 PEER_TIMEOUT = 10  # seconds a peer may send nothing before the origin takes over (at most
 # download.timeout): peers are near, and a silent one must cost seconds, not minutes
+KEEP_EVERY = 10.0  # seconds between extensions of a fetch lock kept past its download (LOCK_TTL 30)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -71,6 +73,9 @@ class Cluster:
     registry: Registry
     on_note: Callable[[str], None]
     _down: bool = field(default=False, init=False)
+    _kept: dict[str, FetchLock] = field(default_factory=dict, init=False)  # see ``keep``
+    _keeper: threading.Thread | None = field(default=None, init=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def _safe(self, fn: Callable[[], object]) -> object:
         if self._down:
@@ -124,6 +129,68 @@ class Cluster:
         if taken:  # the root of the line of nodes that copy from it as it arrives
             self._safe(lambda: self.registry.join_relay(target.ref, first=True))
         return lock if taken or (taken is None and self._down) else None
+
+    def archive_turn(
+        self, live: Live, on_note: Callable[[str], None], *, wait: bool
+    ) -> bool | None:
+        """Whether this node fetches a bundle's archive from its origin now: True on its turn
+        (the archive's fetch lock, or Redis down); False while another node fetches it (ask
+        again in ``WAIT_POLL`` s); None once that node let the lock go after this one waited:
+        it placed and announced the members (the caller looks for them at peers), or it died
+        and its lock lapsed (the caller takes the archive on a new turn then).
+
+        Without ``wait`` (a detached pull, which nobody watches to wait) the turn is taken when
+        free, and the archive fetched either way, as before there was a turn.
+        """
+        if live.fetch_lock is not None:
+            return True  # a retry of this node's own fetch
+        waited = live.noted_wait
+        live.fetch_lock = self.fetch_lock(live.target)
+        if live.fetch_lock is not None and waited:
+            live.fetch_lock.release()  # the members may be at peers: nobody needs the origin
+            live.fetch_lock = None
+            return None
+        if live.fetch_lock is None and wait:
+            if not live.noted_wait:
+                ref = live.target.ref
+                on_note(f"{ref}: another node is fetching this bundle's archive; waiting")
+                live.noted_wait = True
+            live.retry_at = time.monotonic() + WAIT_POLL
+            return False
+        return True
+
+    def keep(self, ref: str, lock: FetchLock) -> None:
+        """Hold a bundle archive's fetch lock past its download until ``free(ref)``: its members
+        are unpacked and announced only after the whole run, and nodes waiting on the lock must
+        not turn to the origin meanwhile. A thread extends it, for that may outlast ``LOCK_TTL``;
+        a process that dies stops extending it, and it lapses."""
+        with self._guard:
+            self._kept[ref] = lock
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep_kept, daemon=True)
+                self._keeper.start()
+
+    def _keep_kept(self) -> None:
+        """The thread of ``keep``: it ends once no lock is kept. It says nothing (the terminal
+        belongs to the main thread); a Redis that is gone lets the locks lapse."""
+        while True:
+            time.sleep(KEEP_EVERY)
+            with self._guard:
+                locks = list(self._kept.values())
+                if not locks:
+                    self._keeper = None
+                    return
+            for lock in locks:
+                with contextlib.suppress(ClusterUnavailable):
+                    lock.extend()
+
+    def free(self, ref: str | None = None) -> None:
+        """Release the lock ``keep`` holds for ``ref`` (every kept lock without ``ref``)."""
+        with self._guard:
+            refs = list(self._kept) if ref is None else [ref]
+            locks = [self._kept.pop(r) for r in refs if r in self._kept]
+        for lock in locks:
+            lock.release()
 
     def origin_wait(self) -> float:
         """Seconds to wait before the next origin fetch (origin_rate, cluster_origin_rate)."""

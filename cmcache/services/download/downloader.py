@@ -53,6 +53,20 @@ if TYPE_CHECKING:
 POLL = 0.25
 
 
+def fetched_elsewhere(archive: Target) -> Outcome:
+    """A bundle's archive that another node fetched while this one waited for its turn: not
+    here (failed, to whoever would take it for placed), yet no failure of the pull: its members
+    are looked for at peers next (``services/pull/run.py``, which asks ``elsewhere``)."""
+    why = f"{archive.ref}: another node fetched this bundle's archive"
+    code = int(ExitCode.DOWNLOAD)
+    return Outcome(archive, PullOutcome.FAILED, code=code, message=why, via="peer")
+
+
+def elsewhere(outcome: Outcome) -> bool:
+    """Whether ``outcome`` is a ``fetched_elsewhere`` one."""
+    return outcome.target.bundle_archive and outcome.via == "peer"
+
+
 class Downloader:
     """Download targets through the engine link and place them in the store."""
 
@@ -263,6 +277,12 @@ class Downloader:
                     return
             elif self.cluster is not None and not target.archive:
                 uris = self.cluster.source_for(live, self.on_note, lambda: self._origin_sha(live))
+            elif self.cluster is not None and target.bundle_archive:
+                turn = self.cluster.archive_turn(live, self.on_note, wait=not opts.detach)
+                if turn is None:
+                    self._finish(live, fetched_elsewhere(target))
+                if not turn:
+                    return  # another node fetches it: wait, or look for its members at peers
             if uris == []:
                 return  # another node fetches it, or the origin budget is spent: retry later
             if uris is None:
@@ -457,7 +477,12 @@ class Downloader:
         if self.cluster is not None:
             self.cluster.done_fetching(live)
         if live.fetch_lock is not None:
-            live.fetch_lock.release()
+            placed = outcome.outcome == PullOutcome.DOWNLOADED
+            if live.target.bundle_archive and placed and live.fetch_lock.held:
+                assert self.cluster is not None  # only a cluster hands out fetch locks
+                self.cluster.keep(live.target.ref, live.fetch_lock)  # until members announced
+            else:
+                live.fetch_lock.release()
         if live.token_file is not None and outcome.outcome != PullOutcome.QUEUED:
             remove_quietly(live.token_file)  # placed or failed: no lock left to keep
         self._done[live.target.entry.ref] = outcome
@@ -471,10 +496,11 @@ class Downloader:
 
     def _report(self) -> None:
         ended = {True: ProgressState.DONE, False: ProgressState.FAILED}
-        snapshot = [  # a member peers did not deliver is not over: its archive follows
+        snapshot = [  # not over: a member peers did not deliver (its archive follows), an
+            # archive another node fetched (its members follow)
             Progress(r, ended[o.outcome.ok], o.bytes, o.bytes, 0)
             for r, o in self._done.items()
-            if o.outcome.ok or o.target.entry.bundle is None
+            if o.outcome.ok or (o.target.entry.bundle is None and not elsewhere(o))
         ]
         snapshot += [live.progress() for live in self._live.values()]
         snapshot += [Progress(ref, ProgressState.LOCKED, 0, 0, 0) for ref in self._waiting]

@@ -75,7 +75,8 @@ def archive_target(store: ModelStore, members: list[Target]) -> Target:
         source=members[0].entry.source,
     )
     final = store.meta_dir / "bundles" / name
-    return Target(entry, final, store.staging_dir / f"{name}.incomplete", archive=True)
+    staging = store.staging_dir / f"{name}.incomplete"
+    return Target(entry, final, staging, archive=True, bundle_archive=True)
 
 
 def by_bundle(targets: list[Target]) -> dict[str, list[Target]]:
@@ -150,7 +151,8 @@ def archive_members(
     on_outcome: Callable[[Outcome], None] | None,
 ) -> list[Outcome]:
     """The outcomes of an archive's members: placed from it and announced, or (failed or
-    queued) sharing its fate."""
+    queued) sharing its fate. The archive's fetch lock, kept past its download, goes once its
+    members are announced."""
     members = bundles[archive.target.entry.urls[0]]
     if archive.outcome == PullOutcome.DOWNLOADED:
         unpacked = unpack(archive, members, downloader.placement, count_use=opts.count_use)
@@ -161,6 +163,8 @@ def archive_members(
             downloader.cluster.announce(member.target.ref, member.sha256 or "", member.bytes)
         if on_outcome:
             on_outcome(member)
+    if downloader.cluster is not None:  # announced: nodes that waited on it take them from here
+        downloader.cluster.free(archive.target.ref)
     return unpacked
 
 

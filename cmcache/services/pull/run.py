@@ -218,7 +218,9 @@ def _download(
 ) -> list[Outcome]:
     """Download plain targets, bundle archives (or members from peers) and repositories'
     files side by side, then unpack the archives and place the repositories. Members peers
-    did not deliver are then brought by their archive."""
+    did not deliver are then brought by their archive; members whose archive another node
+    fetched while this one waited are then looked for at peers (in rounds till none is left)."""
+    from cmcache.services.download.downloader import elsewhere
     from cmcache.services.pull.bundles import (
         archive_members,
         archive_target,
@@ -247,26 +249,37 @@ def _download(
             settle(Outcome(target, PullOutcome.FAILED, code=code, message=message))
     bundles = by_bundle([t for t in targets if t.entry.bundle is not None])
     peered, bundles = members_from_peers(downloader.cluster, bundles, opts.detach)
-    missed: list[Target] = []  # members peers did not deliver: their archives follow
-    archives = {url: archive_target(downloader.store, members) for url, members in bundles.items()}
-    for outcome in downloader.run([*plain, *peered, *archives.values(), *files], opts):
-        if repos.owns(outcome.target):
-            repos.collect(outcome)
-        elif outcome.target.archive:
-            outcomes += archive_members(downloader, outcome, bundles, opts, on_outcome)
-        elif outcome.target.entry.bundle is not None and not outcome.outcome.ok:
-            missed.append(outcome.target)
-        else:
-            outcomes.append(outcome)
-    if missed:
-        downloader.on_note(
-            f"{len(missed)} bundle member(s) did not come from peers; fetching the archive"
-        )
-        bundles = by_bundle(missed)
-        archives = {url: archive_target(downloader.store, ms) for url, ms in bundles.items()}
-        for outcome in downloader.run(list(archives.values()), opts):
-            outcomes += archive_members(downloader, outcome, bundles, opts, on_outcome)
-    return outcomes + repos.finish(on_outcome)
+    batch = [*plain, *files]
+    try:
+        while True:
+            missed: list[Target] = []  # members peers did not deliver: their archives follow
+            waited: list[Target] = []  # members whose archive another node fetched meanwhile
+            archives = [archive_target(downloader.store, ms) for ms in bundles.values()]
+            for outcome in downloader.run([*batch, *peered, *archives], opts):
+                if repos.owns(outcome.target):
+                    repos.collect(outcome)
+                elif elsewhere(outcome):
+                    waited += bundles[outcome.target.entry.urls[0]]
+                elif outcome.target.archive:
+                    outcomes += archive_members(downloader, outcome, bundles, opts, on_outcome)
+                elif outcome.target.entry.bundle is not None and not outcome.outcome.ok:
+                    missed.append(outcome.target)
+                else:
+                    outcomes.append(outcome)
+            if missed:
+                downloader.on_note(
+                    f"{len(missed)} bundle member(s) did not come from peers; fetching the archive"
+                )
+            # The node that fetched an archive announced its members: they come from it now,
+            # unless it died first (the archive, on this node's turn).
+            peered, bundles = members_from_peers(downloader.cluster, by_bundle(waited), opts.detach)
+            bundles |= by_bundle(missed)
+            if not peered and not bundles:
+                return outcomes + repos.finish(on_outcome)
+            batch = []
+    finally:  # an archive whose members were never announced: its lock goes with the pull
+        if downloader.cluster is not None:
+            downloader.cluster.free()
 
 
 def count_outcomes(index: Index, outcomes: Iterable[Outcome], lookup: str) -> None:
