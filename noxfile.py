@@ -159,11 +159,18 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
+# Typer takes the shell named after --show-completion only when it is told not to detect the
+# one it runs under (else every file is the detected shell's script).
+NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
 @nox.session(default=False)
 def completions(session: nox.Session) -> None:
     """Regenerate completions/ from the app (a test fails when they drift)."""
     install_project(session)
     for shell in SHELLS:
-        script = session.run("cmcache", "--show-completion", shell, silent=True)
+        script = session.run(
+            "cmcache", "--show-completion", shell, silent=True, env=NAMED_SHELL
+        )
         assert isinstance(script, str)
         Path("completions", f"cmcache.{shell}").write_text(script)

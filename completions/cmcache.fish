@@ -1,10 +1,1 @@
-_cmcache_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _CMCACHE_COMPLETE=complete_bash $1 ) )
-    return 0
-}
-
-complete -o default -F _cmcache_completion cmcache
+complete --command cmcache --no-files --arguments "(env _CMCACHE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) cmcache)" --condition "env _CMCACHE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) cmcache"

@@ -1,10 +1,7 @@
+#compdef cmcache
+
 _cmcache_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _CMCACHE_COMPLETE=complete_bash $1 ) )
-    return 0
+  eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _CMCACHE_COMPLETE=complete_zsh cmcache)
 }
 
-complete -o default -F _cmcache_completion cmcache
+compdef _cmcache_completion cmcache
