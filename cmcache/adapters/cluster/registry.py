@@ -5,7 +5,8 @@ Keys, all under ``cmcache:``: ``node:<name>`` (a heartbeat with a TTL), ``holder
 hash node → sha256 and size), ``fetch:<ref>`` (a lock whose value names the node),
 ``suspect:<node>`` (refs whose bytes from that node failed a peer's check), ``fetching:<ref>``
 (a hash node → sha256, size and an expiry: nodes downloading it now, whose `serve` hands out
-the pieces they have).
+the pieces they have), ``relay:<ref>`` (a list of nodes in the order they came to copy it
+while it is fetched, the origin fetcher first: the relay tree is laid over it).
 """
 
 from __future__ import annotations
