@@ -143,7 +143,6 @@ def _number(value: object, name: str) -> float:
     return float(value)
 
 
-
 def relay_parent(line: list[str], me: int, fanout: int, present: set[str]) -> str | None:
     """Whom the node at ``line[me]`` copies a model from while it is fetched: its parent in a
     tree of ``fanout`` children per node laid over the line of nodes in the order they asked

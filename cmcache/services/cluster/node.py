@@ -126,8 +126,6 @@ class Cluster:
         """This node's turn to fetch ``target`` from its origin, or None if another node's."""
         lock = self.registry.fetch_lock(target.ref)
         taken = self._safe(lock.acquire)
-        if taken:  # the root of the line of nodes that copy from it as it arrives
-            self._safe(lambda: self.registry.join_relay(target.ref, first=True))
         return lock if taken or (taken is None and self._down) else None
 
     def archive_turn(
@@ -240,6 +238,8 @@ class Cluster:
         placed = any(not p.partial for p in found)
         if live.fetch_lock is None and not placed:
             live.fetch_lock = self.fetch_lock(live.target)
+            if live.fetch_lock is not None:  # the root of a new line of nodes copying from it
+                self._safe(lambda: self.registry.join_relay(ref, first=True))
         if found and not placed and live.fetch_lock is None:
             found = self._relay(live, found, now)
             if not found:
