@@ -123,7 +123,8 @@ class Downloader:
                 self._tick(opts)
                 if not self._fetching() and not opts.detach:
                     self.link.release()  # its stop overlaps the last verification
-                self._pause()
+                if self._live or self._waiting:  # the last tick may have placed the last one
+                    self._pause()
         except KeyboardInterrupt:
             fetching = [lv for lv in self._live.values() if lv.gid and lv.verifying is None]
             self.link.interrupt((lv.engine_url, lv.gid) for lv in fetching)

@@ -31,6 +31,9 @@ FEED_STEP = 4 << 20  # the growing hash reads at least this much at a time
 RETRY_CODES = {"1", "2", "5", "6", "19", "22", "24", "29"}  # transient: resume after a pause
 CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the way
 DISK_FULL = "9"
+JUST_BEGUN = 2.0  # seconds after its start a download is looked at every EARLY_POLL
+EARLY_POLL = 0.05
+_UNDER_WAY = (TransferStatus.ACTIVE, TransferStatus.WAITING)
 # aria2's exit codes (its manual, "EXIT STATUS") in words a user can act on.
 ARIA2_ERRORS = {
     "1": "an unknown error",
@@ -240,10 +243,14 @@ def origin_changed(job: Job, now: Resolved) -> bool:
 
 
 def next_poll(lives: Iterable[Live], poll: float) -> float:
-    """Seconds until the next look: ``poll``, or less when a download is about to finish."""
-    delay = poll
+    """Seconds until the next look: ``poll``, or less when a download is about to finish, or
+    has just begun and its size is not known yet (a small file is often done by then: a
+    whole ``poll`` would be most of its pull)."""
+    delay, now = poll, time.monotonic()
     for live in lives:
         t = live.last
         if t is not None and t.status == TransferStatus.ACTIVE and t.speed > 0 and t.total:
             delay = min(delay, (t.total - t.completed) / t.speed)
+        elif now - live.started < JUST_BEGUN and (t is None or t.status in _UNDER_WAY):
+            delay = min(delay, EARLY_POLL)
     return max(0.02, delay)
