@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # its helpers; cmcache itself is the installed one
@@ -40,6 +40,8 @@ RELAY_FANOUT = 1  # the cluster run: 24 MiB/s up, 16 MiB/s origin
 
 class Home:
     """A private CMCACHE_HOME whose catalog lists files on the origin."""
+
+    made: ClassVar[list[Home]] = []  # every home, for their daemons to be stopped at the end
 
     def __init__(
         self, base: Path, origin: Origin, files: dict[str, tuple[str, int]], extra: str = ""
@@ -62,6 +64,7 @@ class Home:
         )
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CMCACHE_")}
         self.env["CMCACHE_HOME"] = str(self.dir)
+        Home.made.append(self)
         self.run("sync")
 
     def command(self, *args: str) -> list[str]:
@@ -982,6 +985,9 @@ def main() -> None:
                 print(f"… {name}", file=sys.stderr, flush=True)
                 results[name] = run()
     finally:
+        for home in Home.made:  # pulls started an aria2 daemon in each
+            stop = home.command("daemon", "stop")
+            subprocess.run(stop, env=home.env, capture_output=True, check=False)
         origin.stop()
         shutil.rmtree(base, ignore_errors=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
