@@ -15,7 +15,7 @@ from cmcache.core.errors import ClusterUnavailable, ConfigError
 from cmcache.core.files import write_atomic
 
 WAIT_POLL = 0.5  # seconds between looks for the model while another node fetches it
-RELAY_POLL = 0.2  # seconds between looks for this node's relay parent to start fetching
+RELAY_POLL = 0.1  # seconds between looks for this node's relay parent to start fetching
 RELAY_PATIENCE = 3.0  # seconds a relay parent may take to start before its ancestor serves
 SOURCE_LOOK = 1.0  # seconds between looks for more peers while copying from peers
 PEER_SPLIT = 4  # peers are near: more connections cost CPU here, not time (111→141 MiB/s)

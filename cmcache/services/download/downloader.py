@@ -325,8 +325,11 @@ class Downloader:
         header = self.resolver.token_header(token) if token else None
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
-            partial = any(p.partial for p in live.peers)
-            options |= peer_options(self.settings.download, opts.split, partial)
+            partial = [p for p in live.peers if p.partial]
+            split = options["split"]
+            options |= peer_options(self.settings.download, opts.split, bool(partial))
+            if len(partial) == 1 == len(live.peers):  # its relay parent: as that one fetches
+                options |= {"split": split, "max-connection-per-server": split}
         return options
 
     # ------------------------------------------------------------ watching
