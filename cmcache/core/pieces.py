@@ -58,7 +58,7 @@ class Growing:
     ``ready_until(offset)`` (blocking: it asks aria2) is the end of the finished bytes from
     ``offset`` on, ``offset`` when its piece is not there yet, ``GONE`` when the download
     failed or was dropped, ``CHECKING`` once the last byte is in and the whole-file check
-    runs: from then on only the placed (verified) file is served.
+    runs: every byte may go then, from the staging file until the checked file is placed.
     """
 
     path: Path

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/v1/models/"
 HOLD = 5.0  # seconds a request for a piece not yet here is held (peers give up after 10 s)
-POLL = 0.2  # seconds between looks at a download in progress
+POLL = 0.1  # seconds between looks at a download in progress
 SIGNATURE_TTL = 15 * 60  # seconds a signed peer URL works; a pull re-signs when it retries
 SLICE = 8 << 20  # bytes handed to sendfile at a time: a reader that takes none is noticed
 
@@ -161,16 +161,32 @@ class _Arrivals:
         deadline = loop.time() + self.hold
         while True:
             end = await loop.run_in_executor(None, self.source.ready_until, offset)
-            if end == CHECKING:
+            if end == CHECKING:  # every byte is in: read on, from the checked file once placed
                 final = self.placed()
                 if final is not None:
                     self.path = final
-                    return stop
-            elif end == GONE or end > offset:
+                return stop
+            if end == GONE or end > offset:
                 return end
             if loop.time() >= deadline:
                 return offset
             await asyncio.sleep(POLL)
+
+
+    def read(self, offset: int, count: int) -> bytes:
+        """``count`` bytes at ``offset``: from the staging file, or the placed one once the
+        staging file was moved into place; b"" once it is gone (it failed its check)."""
+        for _attempt in range(2):
+            try:
+                with self.path.open("rb") as handle:
+                    handle.seek(offset)
+                    return handle.read(count)
+            except FileNotFoundError:
+                final = self.placed()
+                if final is None or final == self.path:
+                    return b""
+                self.path = final
+        return b""
 
 
 def _cut(request: web.Request) -> None:
@@ -187,9 +203,10 @@ async def _send_growing(
 ) -> web.StreamResponse:
     """Send a Range of a download in progress, piece by piece as aria2 finishes them; a piece
     that does not come within the hold is 503 before the answer starts and a cut connection
-    after (the reader goes on elsewhere). Once the last byte is in, only the placed file,
-    which passed its check, is read; a failed download is never read again. A reader that
-    takes nothing for ``stall`` seconds is cut off."""
+    after (the reader goes on elsewhere). Once the last byte is in, the rest goes at once,
+    from the staging file until the checked file is placed (a reader's own check judges it,
+    as it judges the pieces before); a download that failed its check is never read again.
+    A reader that takes nothing for ``stall`` seconds is cut off."""
     size = arrivals.source.size
     start, stop = _span(request, size)
     end = await arrivals.ready(start, stop)
@@ -215,9 +232,7 @@ async def _send_growing(
                     return response
             count = min(cap.slice, 1 << 20, end - offset, stop - offset)
             await cap.take(count)
-            with arrivals.path.open("rb") as handle:  # the placed file once it is there
-                handle.seek(offset)
-                data = handle.read(count)
+            data = arrivals.read(offset, count)
             try:
                 if len(data) != count:
                     raise asyncio.TimeoutError

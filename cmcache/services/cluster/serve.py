@@ -112,7 +112,7 @@ class _Node:
         job = self.cache.index.job_for(folder, filename)
         if job is None or not job.sha256 or not job.size:
             return None
-        link = self.link
+        link, staging = self.link, Path(job.staging)
 
         def ready_until(offset: int) -> int:
             try:
@@ -120,14 +120,14 @@ class _Node:
                     return GONE
                 status, pieces = link.engine(job.rpc).pieces(job.gid)
             except CmcacheError:  # the daemon is gone, or forgot the download
-                return GONE
+                return CHECKING if _all_in(staging) else GONE
             if status is TransferStatus.COMPLETE:
                 return CHECKING
             if status in (TransferStatus.ERROR, TransferStatus.REMOVED):
                 return GONE
             return offset if pieces is None else pieces.ready_until(offset)
 
-        return Growing(Path(job.staging), job.size, ready_until)
+        return Growing(staging, job.size, ready_until)
 
     def announce_all(self) -> None:
         for record in self.cache.index.files():
@@ -261,3 +261,9 @@ def serve(
         with contextlib.suppress(Exception):
             registry.leave(node.instance)
         cache.close()
+
+
+def _all_in(staging: Path) -> bool:
+    """Whether aria2 wrote the last byte of ``staging``: it removes its control file then, and
+    a pull forgets a finished download before its check (which it still has to pass)."""
+    return staging.exists() and not staging.with_name(staging.name + ".aria2").exists()
