@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from pathlib import Path
 
 import requests
 from clustering import SECRET, MiB, Node, join
@@ -28,6 +30,30 @@ def test_finished_bytes_follow_the_piece_bitfield() -> None:
     assert Pieces.parse("zz", 10, 45) is None  # not hex
     assert Pieces.parse("e0", 10, 100) is None  # too few bits for 10 pieces
     assert Pieces.parse("", 0, 0) is None  # aria2 does not know the size yet
+
+
+def test_a_download_being_checked_is_read_from_staging_then_from_its_placed_file(
+    tmp_path: Path,
+) -> None:
+    """Its last pieces go while this node checks it (readers check every byte themselves);
+    once moved into place the placed file is read; once dropped, nothing."""
+    from cmcache.adapters.cluster.server import _Arrivals
+    from cmcache.core.pieces import CHECKING, Growing
+
+    staging, final = tmp_path / "m.bin.incomplete", tmp_path / "m.bin"
+    staging.write_bytes(b"abcdefgh")
+    placed: list[Path] = []
+    arrivals = _Arrivals(
+        Growing(staging, 8, lambda _offset: CHECKING), lambda: placed[0] if placed else None, 0
+    )
+    assert asyncio.run(arrivals.ready(6, 8)) == 8  # not held back for the check
+    assert arrivals.read(6, 2) == b"gh"
+    staging.rename(final)  # passed its check and was placed
+    placed.append(final)
+    assert arrivals.read(0, 3) == b"abc"
+    assert arrivals.path == final
+    dropped = _Arrivals(Growing(staging, 8, lambda _offset: CHECKING), lambda: None, 0)
+    assert dropped.read(0, 3) == b""  # failed its check: removed, never read
 
 
 def test_a_relay_parent_is_the_nearest_node_before_it_that_serves() -> None:
