@@ -33,7 +33,7 @@ class Target:
     @property
     def control(self) -> Path:
         """aria2's control file beside the staging file."""
-        return self.staging.with_name(self.staging.name + ".aria2")
+        return control_file(self.staging)
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,8 @@ class PullHooks:
     on_progress: Callable[[list[Progress]], None] = _ignore
     on_note: Callable[[str], None] = _ignore
     on_outcome: Callable[[Outcome], None] = _ignore
+
+
+def control_file(staging: Path) -> Path:
+    """aria2's control file for a download into ``staging``: there until the last byte is."""
+    return staging.with_name(staging.name + ".aria2")

@@ -23,6 +23,7 @@ from cmcache.core.errors import CmcacheError, ConfigError, ManifestError, UsageE
 from cmcache.core.peers import BadRecord, peer_base
 from cmcache.core.pieces import CHECKING, GONE, Growing
 from cmcache.core.states import TransferStatus
+from cmcache.core.targets import control_file
 from cmcache.services.cache.store import open_cache
 from cmcache.services.cluster.node import registry_for
 from cmcache.services.download.placement import hash_file, trusted
@@ -266,4 +267,4 @@ def serve(
 def _all_in(staging: Path) -> bool:
     """Whether aria2 wrote the last byte of ``staging``: it removes its control file then, and
     a pull forgets a finished download before its check (which it still has to pass)."""
-    return staging.exists() and not staging.with_name(staging.name + ".aria2").exists()
+    return staging.exists() and not control_file(staging).exists()
