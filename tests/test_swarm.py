@@ -56,6 +56,7 @@ def test_a_download_being_checked_is_read_from_staging_then_from_its_placed_file
     assert dropped.read(0, 3) == b""  # failed its check: removed, never read
 
 
+
 def test_a_relay_parent_is_the_nearest_node_before_it_that_serves() -> None:
     from cmcache.core.peers import relay_parent
 

@@ -82,7 +82,11 @@ class Registry:
         self.url = url
         self.node = node
         self.redis = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            encoding_errors="replace",  # bytes that are not UTF-8: a malformed record, skipped
         )
         self._on_bad = on_bad or (lambda _text: None)
         self._reported: set[str] = set()

@@ -115,7 +115,8 @@ class Cluster:
         the caller turns to the archive then (``services/pull/bundles.py``)."""
         if live.peer_failed:
             return None
-        holders = self.peers(live.target, live.target.entry.sha256, live.distrusted)
+        skip = live.distrusted | {node for node, _partial in live.gone}  # or it loops on one
+        holders = self.peers(live.target, live.target.entry.sha256, skip)
         if not holders:
             return None
         live.via, live.peers, live.began_with = "peer", holders, holders
@@ -171,16 +172,19 @@ class Cluster:
     def _keep_kept(self) -> None:
         """The thread of ``keep``: it ends once no lock is kept. It says nothing (the terminal
         belongs to the main thread); a Redis that is gone lets the locks lapse."""
-        while True:
-            time.sleep(KEEP_EVERY)
+        try:
+            while True:
+                time.sleep(KEEP_EVERY)
+                with self._guard:
+                    locks = list(self._kept.values())
+                    if not locks:
+                        return
+                for lock in locks:
+                    with contextlib.suppress(Exception):  # Redis gone: the lock lapses
+                        lock.extend()
+        finally:
             with self._guard:
-                locks = list(self._kept.values())
-                if not locks:
-                    self._keeper = None
-                    return
-            for lock in locks:
-                with contextlib.suppress(ClusterUnavailable):
-                    lock.extend()
+                self._keeper = None
 
     def free(self, ref: str | None = None) -> None:
         """Release the lock ``keep`` holds for ``ref`` (every kept lock without ``ref``)."""
@@ -282,6 +286,8 @@ class Cluster:
         if now - live.relay_at < RELAY_PATIENCE:
             present &= {relay_parent(line, place, fanout, set(line))}
         parent = relay_parent(line, place, fanout, present)
+        if parent is None and now - live.relay_at >= RELAY_PATIENCE:
+            live.relay = None  # nobody before it is left (a new root started a new line)
         return [p for p in fetching if p.node == parent]
 
     def more_sources(self, live: Live) -> list[str]:

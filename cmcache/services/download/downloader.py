@@ -372,7 +372,7 @@ class Downloader:
         if peer and verdict.overshoot:
             self._bad_peer_bytes(live, verdict.message)
         elif peer:
-            hand_over(live, verdict.message, self.on_note)
+            self._hand_over(live, verdict.message)
         elif verdict.overshoot:
             self._fail(live, ExitCode.INTEGRITY, verdict.message)
         elif not self._retry_later(live, verdict.message):
@@ -391,7 +391,7 @@ class Downloader:
         code, ref = transfer.error_code, live.target.ref
         message = f"{ref}: {describe_aria2_error(code, transfer.error_message)}"
         if live.via == "peer" and code != "9":
-            hand_over(live, message, self.on_note)
+            self._hand_over(live, message)
             return
         step = live.after_error(code)
         if step == NextStep.DISK_FULL:
@@ -405,10 +405,17 @@ class Downloader:
         elif step != NextStep.RETRY or not self._retry_later(live, message):
             self._fail(live, ExitCode.DOWNLOAD, message)
 
+    def _hand_over(self, live: Live, message: str) -> None:
+        """Peers stopped serving ``live``: while it waits for other sources, this node's own
+        download is dropped, so it no longer offers its pieces (``_start`` offers them again)."""
+        if self.cluster is not None:
+            self.cluster.done_fetching(live)
+        hand_over(live, message, self.on_note)
+
     def _bad_peer_bytes(self, live: Live, message: str) -> None:
         assert self.cluster is not None
+        remove_quietly(live.target.staging, live.target.control)  # never served from now on
         self.cluster.reject(live, message)
-        remove_quietly(live.target.staging, live.target.control)
 
     def _retry_later(self, live: Live, message: str) -> bool:
         live.attempts += 1
