@@ -380,14 +380,19 @@ def peer_timeout(download: DownloadSettings) -> int:
 
 
 def peer_options(
-    download: DownloadSettings, split: int | None, partial: bool = False
+    download: DownloadSettings,
+    split: int | None,
+    partial: bool = False,
+    parent_split: str | None = None,
 ) -> dict[str, str]:
     """aria2 options for a download from peers: a peer that stops answering costs seconds.
 
     From ``partial`` holders (nodes still fetching) a piece they do not have yet is answered
     503 after a hold: aria2 retries it a second later for as long as it takes (the pull's own
     stall check, ``peer_timeout``, ends a copy that gets nothing), and keeps connections free
-    for the peers added while it runs (``Cluster.more_sources``).
+    for the peers added while it runs (``Cluster.more_sources``). From one relay parent alone
+    (``parent_split``: the segments it fetches in, as this node would from the origin) every
+    connection goes to it and waits at one of its growing frontiers.
     """
     options = {
         "max-tries": "0" if partial else "2",
@@ -398,6 +403,8 @@ def peer_options(
     }
     if partial:
         options |= {"split": str(split or SWARM_SPLIT), "max-connection-per-server": "4"}
+    if parent_split:
+        options |= {"split": parent_split, "max-connection-per-server": parent_split}
     return options
 
 

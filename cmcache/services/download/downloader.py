@@ -326,10 +326,13 @@ class Downloader:
         options = aria2_options(target, self.settings.download, opts, live.expected_size, header)
         if live.via == "peer":  # a peer that stops answering hands over to the origin quickly
             partial = [p for p in live.peers if p.partial]
-            split = options["split"]
-            options |= peer_options(self.settings.download, opts.split, bool(partial))
-            if len(partial) == 1 == len(live.peers):  # its relay parent: as that one fetches
-                options |= {"split": split, "max-connection-per-server": split}
+            parent = len(partial) == 1 == len(live.peers)  # its relay parent alone
+            options |= peer_options(
+                self.settings.download,
+                opts.split,
+                bool(partial),
+                options["split"] if parent else None,
+            )
         return options
 
     # ------------------------------------------------------------ watching

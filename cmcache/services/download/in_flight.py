@@ -33,7 +33,6 @@ CLEAN_RESTART_CODES = {"8", "13"}  # resume impossible or a stale file in the wa
 DISK_FULL = "9"
 JUST_BEGUN = 2.0  # seconds after its start a download is looked at every EARLY_POLL
 EARLY_POLL = 0.05
-_UNDER_WAY = (TransferStatus.ACTIVE, TransferStatus.WAITING)
 # aria2's exit codes (its manual, "EXIT STATUS") in words a user can act on.
 ARIA2_ERRORS = {
     "1": "an unknown error",
@@ -244,13 +243,13 @@ def origin_changed(job: Job, now: Resolved) -> bool:
 
 def next_poll(lives: Iterable[Live], poll: float) -> float:
     """Seconds until the next look: ``poll``, or less when a download is about to finish, or
-    has just begun and its size is not known yet (a small file is often done by then: a
-    whole ``poll`` would be most of its pull)."""
+    began less than ``JUST_BEGUN`` ago with no speed to tell by (a small file is often done by
+    then: a whole ``poll`` would be most of its pull)."""
     delay, now = poll, time.monotonic()
     for live in lives:
         t = live.last
         if t is not None and t.status == TransferStatus.ACTIVE and t.speed > 0 and t.total:
             delay = min(delay, (t.total - t.completed) / t.speed)
-        elif now - live.started < JUST_BEGUN and (t is None or t.status in _UNDER_WAY):
+        elif now - live.started < JUST_BEGUN and (t is None or t.status.busy):
             delay = min(delay, EARLY_POLL)
     return max(0.02, delay)
