@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -38,18 +39,27 @@ def _is_fetching(redis: RedisServer, name: str, host: str) -> bool:
     return host in _fetching(redis, name)
 
 
+def _follower_copying(
+    nodes: list[Node], origin: Origin, redis: RedisServer, name: str, split: str
+) -> tuple[dict[str, str], subprocess.Popen[str], subprocess.Popen[str]]:
+    """The first node pulls ``name`` (4 MiB) from a slow origin in ``split`` segments, the second
+    copies from it while it still fetches; then the origin speeds up. The digests, both pulls."""
+    leader, follower = nodes[0], nodes[1]
+    digests = join(nodes[:2], origin, redis.url, {name: 4 * MiB})
+    faults = origin.fault(f"files/{name}", total_rate=MiB // 8)  # slow while they start
+    first = leader.cli.popen("pull", "--split", split, name)
+    wait_for(partial(_is_fetching, redis, name, leader.host), what="leader fetching")
+    second = follower.cli.popen("pull", name)
+    _copying(redis, origin, follower, name)  # not waiting for a placed copy
+    faults.total_rate = MiB
+    return digests, first, second
+
+
 def test_a_follower_copies_from_a_node_still_fetching_and_the_origin_sends_it_once(
     nodes: list[Node], origin: Origin, redis_server: RedisServer
 ) -> None:
-    leader, follower = nodes[0], nodes[1]
-    size = 4 * MiB
-    digests = join(nodes[:2], origin, redis_server.url, {"swarm.bin": size})
-    faults = origin.fault("files/swarm.bin", total_rate=MiB // 8)  # slow while they start
-    first = leader.cli.popen("pull", "--split", "2", "swarm.bin")
-    wait_for(lambda: leader.host in _fetching(redis_server, "swarm.bin"), what="leader fetching")
-    second = follower.cli.popen("pull", "swarm.bin")
-    _copying(redis_server, origin, follower, "swarm.bin")  # not waiting for a placed copy
-    faults.total_rate = MiB
+    follower, size = nodes[1], 4 * MiB
+    digests, first, second = _follower_copying(nodes, origin, redis_server, "swarm.bin", "2")
     _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     _out, err = first.communicate(timeout=120)
@@ -65,14 +75,7 @@ def test_a_partial_holder_that_dies_mid_transfer_costs_a_fallback(
     nodes: list[Node], origin: Origin, redis_server: RedisServer
 ) -> None:
     leader, follower = nodes[0], nodes[1]
-    size = 4 * MiB
-    digests = join(nodes[:2], origin, redis_server.url, {"frail.bin": size})
-    faults = origin.fault("files/frail.bin", total_rate=MiB // 8)  # slow while they start
-    first = leader.cli.popen("pull", "--split", "1", "frail.bin")
-    wait_for(lambda: leader.host in _fetching(redis_server, "frail.bin"), what="leader fetching")
-    second = follower.cli.popen("pull", "frail.bin")
-    _copying(redis_server, origin, follower, "frail.bin")
-    faults.total_rate = MiB
+    digests, first, second = _follower_copying(nodes, origin, redis_server, "frail.bin", "1")
     leader.stop(signal.SIGKILL)  # its `serve`: the pieces it has are out of reach now
     _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
