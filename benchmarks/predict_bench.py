@@ -102,7 +102,7 @@ def big_log(base: Path, data: dict[str, Any]) -> dict[str, Any]:
         "INSERT INTO usage SELECT folder, filename, max(at), count(*) FROM use_log "
         "GROUP BY folder, filename"
     )
-    db.execute("DELETE FROM meta WHERE key = 'use_gap'")  # runs are rebuilt on the next open
+    db.execute("DELETE FROM meta WHERE key = 'use_summary_gap'")  # rebuilt on the next open
     db.execute("COMMIT")
     index.close()
     started = time.perf_counter()

@@ -2,8 +2,8 @@
 
 ``python benchmarks/predict_tune.py [--split DAYS]``: at every template session's start (what
 ``bench.py --only predict`` scores) the forecast's evidence is collected once from the use log
-as it stood then; a coordinate search over each signal's weight (0 to 1, so that a combined
-score stays a chance) then maximises top-3 accuracy (ties: top-1) on the sessions of the first
+as it stood then; a coordinate search over each signal's weight then maximises top-3 accuracy
+(ties: top-1) on the sessions of the first
 ``--split`` days (default 14). Accuracy is printed for those days and for the held-out days
 after them, with the weights ``core/planning/predict.py`` carries and with the tuned ones, and
 beside the *ceiling*: the share a predictor would reach that knew who is at the box, every
@@ -22,12 +22,12 @@ from typing import Any
 import use_trace as month
 
 from cmcache.core.planning import predict
-from cmcache.core.planning.predict import combine, evidence
-from cmcache.core.planning.sessions import Run, add_use, sessions_from_runs
+from cmcache.core.planning.predict import chance_of_step, combine, evidence
+from cmcache.core.planning.sessions import sessions_from_uses
 from cmcache.core.planning.signals import Evidence
 
 GAP = 1800.0  # the default session gap, as in the bench
-GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0)
 ROUNDS = 3
 
 
@@ -37,65 +37,72 @@ class Ask:
 
     day: int
     need: str
-    under_way: bool
-    found: dict[str, Evidence]
+    idle: float  # seconds since the last use
+    step: dict[str, Evidence]
+    new: dict[str, Evidence]
 
 
 def collect(trace: dict[str, object]) -> list[Ask]:
-    """The evidence at every session start, from the runs of the uses before it."""
+    """The evidence at every session start, from the uses before it."""
     uses = month.uses(trace)  # type: ignore[arg-type]
     start = float(trace["start"])  # type: ignore[arg-type]
     asks = sorted({start + s[2] for s in trace["sessions"]})  # type: ignore[attr-defined]
-    runs: list[Run] = []
-    latest: dict[str, int] = {}
     out, at_use = [], 0
     for ask in asks:
-        while at_use < len(uses) and uses[at_use][0] < ask:  # the index's runs, as uses arrive
-            at, ref, _ = uses[at_use]
-            add_use(runs, latest, ref, at, GAP)
+        while at_use < len(uses) and uses[at_use][0] < ask:
             at_use += 1
-        sessions = sessions_from_runs(runs, GAP)
+        sessions = sessions_from_uses([(ref, at) for at, ref, _ in uses[:at_use]], GAP)
         if not sessions or at_use >= len(uses) or uses[at_use][0] != ask:
             continue
-        under_way, found_then = evidence(sessions, now=ask, gap=GAP)
-        out.append(Ask(int((ask - start) // 86400), uses[at_use][1], under_way, found_then))
+        every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+        idle = max(0.0, ask - sessions[-1].end)
+        since = sessions[-1].start if idle < GAP else ask
+        step, new = evidence(every, now=ask, gap=GAP, since=since)
+        day = int((ask - start) // 86400)
+        out.append(Ask(day, uses[at_use][1], idle, step, new))
     return out
 
 
-def accuracy(
-    asks: list[Ask], weights: tuple[dict[str, float], dict[str, float]]
-) -> tuple[float, float, int]:
-    """Top-3 and top-1 shares of ``asks`` with the weights (under way, next session)."""
+# next step, new work, and the chances of a next step by idle time
+Weights = tuple[dict[str, float], dict[str, float], tuple[tuple[float, float], ...]]
+
+
+def accuracy(asks: list[Ask], weights: Weights) -> tuple[float, float, int]:
+    """Top-3 and top-1 shares of ``asks`` with the weights."""
     top3 = top1 = 0
     for ask in asks:
-        leads = combine(ask.found, weights[0] if ask.under_way else weights[1])
+        stepping = chance_of_step(ask.idle, GAP, weights[2])
+        leads = combine(stepping, ask.step, ask.new, weights[:2])
         best = [p.ref for p in sorted(leads.values(), key=lambda p: (-p.score, p.ref))[:3]]
         top3 += ask.need in best
         top1 += best[:1] == [ask.need]
     return top3 / max(1, len(asks)), top1 / max(1, len(asks)), len(asks)
 
 
-def tune(asks: list[Ask]) -> tuple[dict[str, float], dict[str, float]]:
-    """Coordinate search from the current weights over the signals each case has; a change is
-    kept only when it scores better (ties keep the weight as it was)."""
-    seen = (
-        {s for a in asks if a.under_way for s in a.found},
-        {s for a in asks if not a.under_way for s in a.found},
-    )
-    under = {s: predict.UNDER_WAY.get(s, 0.0) for s in sorted(seen[0])}
-    nxt = {s: predict.NEXT_SESSION.get(s, 0.0) for s in sorted(seen[1])}
+def tune(asks: list[Ask]) -> Weights:
+    """Coordinate search from the current weights; a change is kept only when it scores better
+    (ties keep the weight as it was)."""
+    step, new = dict(predict.NEXT_STEP), dict(predict.NEW_WORK)
+    rest = {f"step_chance_{n}": c for n, (_share, c) in enumerate(predict.STEP_CHANCES)}
+    shares = [share for share, _chance in predict.STEP_CHANCES]
+
+    def weights() -> Weights:
+        chances = tuple((share, rest[f"step_chance_{n}"]) for n, share in enumerate(shares))
+        return step, new, chances
+
     for _ in range(ROUNDS):
-        for weights in (under, nxt):
-            for signal in weights:
-                best = weights[signal]
-                top = accuracy(asks, (under, nxt))[:2]
-                for value in GRID:
-                    weights[signal] = value
-                    score = accuracy(asks, (under, nxt))[:2]
+        for table in (step, new, rest):
+            for signal in table:
+                best = table[signal]
+                top = accuracy(asks, weights())[:2]
+                grid = GRID if table is not rest else (0.1, 0.3, 0.5, 0.7, 0.9)
+                for value in grid:
+                    table[signal] = value
+                    score = accuracy(asks, weights())[:2]
                     if score > top:
                         best, top = value, score
-                weights[signal] = best
-    return under, nxt
+                table[signal] = best
+    return weights()
 
 
 def ceiling(trace: dict[str, Any], split: int) -> tuple[float, float]:
@@ -165,18 +172,20 @@ def own_log(trace: dict[str, Any], user: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=int, default=14, metavar="DAYS")
-    split = parser.parse_args().split
+    parser.add_argument("--warm-up", type=int, default=0, metavar="DAYS")
+    args = parser.parse_args()
+    split = args.split
     trace = month.load()
     asks = collect(trace)
     first = [a for a in asks if a.day < split]
     rest = [a for a in asks if a.day >= split]
 
-    def show(name: str, weights: tuple[dict[str, float], dict[str, float]]) -> None:
+    def show(name: str, weights: Weights) -> None:
         for part, which in ((f"days 1-{split}", first), (f"days {split + 1}-30", rest)):
             top3, top1, n = accuracy(which, weights)
             print(f"{name:>8} {part:>11}: top-3 {top3:6.1%}  top-1 {top1:6.1%}  ({n} sessions)")
 
-    current = (predict.UNDER_WAY, predict.NEXT_SESSION)
+    current = (predict.NEXT_STEP, predict.NEW_WORK, predict.STEP_CHANCES)
     show("current", current)
     known = ceiling(trace, split)
     print(f" ceiling: top-3 {known[0]:.1%} (days 1-{split}), {known[1]:.1%} (the rest)")
@@ -184,10 +193,9 @@ def main() -> None:
     for part, which in ((f"days 1-{split}", False), (f"days {split + 1}-30", True)):
         top3, top1, n = accuracy([a for a in mine if (a.day >= split) == which], current)
         print(f"each user's own log, {part}: top-3 {top3:.1%}  top-1 {top1:.1%}  ({n} sessions)")
-    tuned = tune(first)
+    tuned = tune([a for a in first if a.day >= args.warm_up])
     show("tuned", tuned)
-    for case, weights in zip(("UNDER_WAY", "NEXT_SESSION"), tuned, strict=True):
-        print(case, {s: w for s, w in weights.items() if w > 0})
+    print("NEXT_STEP", tuned[0], "NEW_WORK", tuned[1], "STEP_CHANCES", tuned[2])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from cmcache.core.planning.prune import (
     cost_order,
     plan_prune,
 )
-from cmcache.core.planning.sessions import Run, runs_from_uses, sessions_from_runs
+from cmcache.core.planning.sessions import runs_from_uses, sessions_from_uses
 from cmcache.core.targets import Target
 
 NOW = 1_000_000_000.0
@@ -40,10 +40,10 @@ def want(name: str, size: int, chance: float | None = None) -> Wanted:
 Steps = list[tuple[str, float]]
 
 
-def uses(*sessions: tuple[float, Steps]) -> list[Run]:
-    """Runs from sessions given as (start, [(ref, seconds after start)])."""
+def uses(*sessions: tuple[float, Steps]) -> list[tuple[str, float]]:
+    """Uses in time order from sessions given as (start, [(ref, seconds after start)])."""
     stream = sorted((start + after, ref) for start, steps in sessions for ref, after in steps)
-    return runs_from_uses(((ref, at) for at, ref in stream), 1800)
+    return [(ref, at) for at, ref in stream]
 
 
 # ------------------------------------------------------------------ sessions and runs
@@ -75,21 +75,51 @@ def test_sessions_kept_by_the_index_are_the_sessions_of_its_runs(tmp_path: Path)
     for ref, at in stream:
         folder, name = ref.split("/")
         index.record_use(folder, name, at=NOW - 10_000 + at)
+    timed = [(ref, NOW - 10_000 + at) for ref, at in stream]
     sessions = index.sessions()
-    assert sessions == sessions_from_runs(index.runs(), 600)
+    assert sessions == sessions_from_uses(timed, 600)
     assert [[launch.models for launch in s.launches] for s in sessions] == [
         [("a/x", "a/y"), ("a/z",)],  # y began 5 s after x: one launch; z 25 s later: another
         [("a/y", "a/x")],
         [("a/z",), ("a/x",)],
         [("a/y",)],
     ]
+    # Nothing was in use for 25 s before z; 1700 s before the second session (after x at 300).
+    assert [launch.idle for launch in sessions[0].launches] == [600, 25]
+    assert sessions[1].launches[0].idle == 1700
     index.record_use("a", "w", at=NOW - 10_000 + 200)  # late news of an earlier use: redone
-    assert index.sessions() == sessions_from_runs(index.runs(), 600)
+    timed = sorted([*timed, ("a/w", NOW - 10_000 + 200)], key=lambda use: use[1])
+    assert index.sessions() == sessions_from_uses(timed, 600)
     assert index.sessions()[0].launches[-1].models == ("a/w",)
+    assert index.sessions()[0].launches[-1].idle == 200 - 30
     index.close()
     again = Index(tmp_path / "index.sqlite3", session_gap=3000)  # another gap: rebuilt
-    assert again.sessions() == sessions_from_runs(again.runs(), 3000)
+    assert again.sessions() == sessions_from_uses(timed, 3000)
     assert len(again.sessions()) == 2
+    again.close()
+    readonly = Index(tmp_path / "index.sqlite3", session_gap=600, readonly=True)  # recomputed
+    assert readonly.sessions() == sessions_from_uses(timed, 600)
+    readonly.close()
+
+
+def test_an_index_of_schema_5_gets_the_idle_time_of_its_launches(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite3"
+    index = Index(path, session_gap=600)
+    for ref, at in [("a/x", 0.0), ("a/y", 100.0), ("a/x", 5000.0)]:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=NOW - 10_000 + at)
+    index.close()
+    with sqlite3.connect(path) as db:  # as schema 5 left it: launches without idle time
+        db.execute("ALTER TABLE use_launches DROP COLUMN idle")
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema'")
+        db.execute("UPDATE meta SET key = 'use_gap' WHERE key = 'use_summary_gap'")
+    db.close()
+    readonly = Index(path, session_gap=600, readonly=True)  # not migrated: recomputed
+    assert [launch.idle for launch in readonly.sessions()[0].launches] == [600, 100]
+    readonly.close()
+    again = Index(path, session_gap=600)
+    sessions = again.sessions()
+    assert [[launch.idle for launch in s.launches] for s in sessions] == [[600, 100], [4900]]
     again.close()
 
 
@@ -103,7 +133,7 @@ def test_an_index_that_kept_no_sessions_has_them_built_when_opened(tmp_path: Pat
     with sqlite3.connect(path) as db:  # as an earlier cmcache left it: runs, no sessions
         db.execute("DELETE FROM use_sessions")
         db.execute("DELETE FROM use_launches")
-        db.execute("DELETE FROM meta WHERE key = 'use_gap'")
+        db.execute("DELETE FROM meta WHERE key = 'use_summary_gap'")
     db.close()
     again = Index(path, session_gap=600)
     assert [[launch.models for launch in s.launches] for s in again.sessions()] == [
@@ -114,14 +144,18 @@ def test_an_index_that_kept_no_sessions_has_them_built_when_opened(tmp_path: Pat
 
 
 def test_a_silence_of_the_gap_splits_sessions_and_bursts_make_one_launch() -> None:
-    runs = uses(
+    stream = uses(
         (NOW, [("m/a", 0), ("m/vae", 2), ("m/b", 600)]),
         (NOW + 3 * HOUR, [("m/c", 0)]),
     )
-    sessions = sessions_from_runs(runs, 1800)
+    sessions = sessions_from_uses(stream, 1800)
     assert [[launch.models for launch in s.launches] for s in sessions] == [
         [("m/a", "m/vae"), ("m/b",)],
         [("m/c",)],
+    ]
+    assert [[launch.idle for launch in s.launches] for s in sessions] == [
+        [1800, 598],  # the first launch of the log counts as after a break
+        [3 * HOUR - 600],
     ]
 
 
@@ -134,26 +168,43 @@ def test_what_follows_a_model_in_past_sessions_is_predicted_first_with_its_reaso
         start = NOW - day * DAY - 5 * HOUR
         history.append((start, [("checkpoints/a.bin", 0), ("loras/b.bin", 300)]))
         history.append((start + 2 * HOUR, [("loras/c.bin", 0), ("loras/d.bin", 300)]))
-    runs = uses(*history, (NOW - 60, [("checkpoints/a.bin", 0)]))  # a session under way, with A
-    best = forecast(runs, now=NOW, gap=1800).ranked(1)[0]
+    stream = uses(*history, (NOW - 60, [("checkpoints/a.bin", 0)]))  # a session under way, with A
+    best = forecast(stream, now=NOW, gap=1800).ranked(1)[0]
     assert best.ref == "loras/b.bin"
-    assert best.reason == "follows a.bin in 5 of 5 sessions"
+    assert best.reason == "follows a.bin 5 of 5 times"
 
 
-def test_the_next_session_is_predicted_from_what_began_the_sessions_after() -> None:
+def test_new_work_is_predicted_from_what_began_at_this_time_on_the_same_kind_of_day() -> None:
+    assert (int(NOW // DAY) + 3) % 7 == 6  # NOW is a Sunday
     history: list[tuple[float, Steps]] = []
-    for day in range(1, 5):
-        start = NOW - day * DAY - 6 * HOUR
-        history.append((start, [("m/sdxl", 0), ("m/vae", 1)]))
-        history.append((start + 2 * HOUR, [("m/upscaler", 0)]))
-    runs = uses(*history, (NOW - 3 * HOUR, [("m/sdxl", 0)]))  # ended: the next one is coming
-    seen = forecast(runs, now=NOW, gap=1800)
+    for week in range(1, 5):  # on Sundays: SDXL (with its VAE) now, the upscaler at dawn
+        history.append((NOW - week * 7 * DAY - 600, [("m/sdxl", 0), ("m/vae", 1)]))
+        history.append((NOW - week * 7 * DAY - 6 * HOUR, [("m/upscaler", 0)]))
+    history += [(NOW - day * DAY, [("m/video", 0)]) for day in (3, 4)]  # weekdays: not today
+    stream = uses(*history, (NOW - 3 * HOUR, [("m/upscaler", 0)]))  # ended: new work is next
+    seen = forecast(stream, now=NOW, gap=1800)
     best = seen.ranked(1)[0]
-    assert best.ref == "m/upscaler"
-    assert best.reason == "began the session after sdxl in 4 of 4"
-    # The VAE comes with sdxl: not a lead, but fetched with it and weighed in eviction.
-    assert "m/vae" not in {p.ref for p in seen.ranked()}
+    assert best.ref == "m/sdxl"
+    assert best.reason == "began new work at this time of day 4 of 4 times"
+    assert [p.ref for p in seen.ranked()] == ["m/sdxl"]
+    # The VAE comes with SDXL: not a lead, but fetched with it and weighed in eviction.
     assert 0 < seen.chances()["m/vae"] <= seen.chances()["m/sdxl"]
+    assert [p.ref for p in seen.worth_fetching()] == ["m/sdxl", "m/vae"]
+
+
+def test_a_launch_minutes_after_work_is_its_next_step_and_after_a_break_new_work() -> None:
+    history: list[tuple[float, Steps]] = []
+    for week in range(1, 5):  # base, then its upscaler 5 minutes on; new work after breaks
+        start = NOW - week * 7 * DAY - 20 * 60
+        history.append((start, [("m/base", 0), ("m/upscaler", 300)]))
+        history.append((start + 3 * HOUR, [("m/other", 0)]))
+    history.append((NOW - 5 * DAY, [("m/other", 0)]))  # a weekday: not counted as new work now
+    minutes_on = forecast(uses(*history, (NOW - 300, [("m/base", 0)])), now=NOW, gap=1800)
+    assert minutes_on.ranked(1)[0].ref == "m/upscaler"
+    assert minutes_on.ranked(1)[0].reason == "follows base 4 of 4 times"
+    after_break = forecast(uses(*history, (NOW - 1500, [("m/base", 0)])), now=NOW, gap=1800)
+    assert after_break.ranked(1)[0].ref == "m/base"
+    assert after_break.ranked(1)[0].reason == "began new work at this time of day 4 of 4 times"
 
 
 def test_nothing_is_predicted_from_an_empty_log() -> None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FAILED_CHECK = -1  # a record's mtime_ns once its file failed a check: no fingerprint matches it
 FULL_BELOW = 1 << 20  # "disk I/O error" with less free than this is a full disk
 _MANAGED = (
@@ -188,6 +188,8 @@ class Index(UseLog, JobTable):
             if version == 1:  # 2 remembers the origin's validators of each download
                 for column in ("etag", "last_modified"):
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            if version == 5:  # 6 keeps how long nothing was in use before each launch
+                db.execute("ALTER TABLE use_launches ADD COLUMN idle REAL NOT NULL DEFAULT 0")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             if self._run_gap(db) != self.session_gap:  # new, migrated, or the gap was changed
                 self._rebuild_runs(db)

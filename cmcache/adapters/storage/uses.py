@@ -18,7 +18,7 @@ from cmcache.core.planning.sessions import (
     Session,
     burst_for,
     runs_from_uses,
-    sessions_from_runs,
+    sessions_from_uses,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS use_sessions (
     start REAL PRIMARY KEY, end REAL NOT NULL, last_first REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS use_launches (
-    session REAL NOT NULL, start REAL NOT NULL, models TEXT NOT NULL
+    session REAL NOT NULL, start REAL NOT NULL, models TEXT NOT NULL, idle REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS use_launches_session ON use_launches (session);
 """
@@ -103,11 +103,12 @@ class UseLog:
             "SELECT start, end, last_first FROM use_sessions ORDER BY start DESC LIMIT 1"
         ).fetchone()
         if began and latest is not None and at < latest[2]:  # out of order: redo the summary
-            self._summarise_runs(db, self._stored_runs(db))
+            self._summarise_log(db)
             return
-        if latest is None or at - latest[1] >= self.session_gap:
+        idle = self.session_gap if latest is None else max(0.0, at - latest[1])
+        if idle >= self.session_gap:
             db.execute("INSERT INTO use_sessions VALUES (?, ?, ?)", (at, at, at))
-            db.execute("INSERT INTO use_launches VALUES (?, ?, ?)", (at, at, ref))
+            db.execute("INSERT INTO use_launches VALUES (?, ?, ?, ?)", (at, at, ref, idle))
             return
         session = latest[0]
         if began and at - latest[2] < burst_for(self.session_gap):
@@ -117,7 +118,7 @@ class UseLog:
                 (SEP, ref, session),
             )
         elif began:
-            db.execute("INSERT INTO use_launches VALUES (?, ?, ?)", (session, at, ref))
+            db.execute("INSERT INTO use_launches VALUES (?, ?, ?, ?)", (session, at, ref, idle))
         db.execute(
             "UPDATE use_sessions SET end = max(end, ?), last_first = ? WHERE start = ?",
             (at, at if began else latest[2], session),
@@ -128,12 +129,14 @@ class UseLog:
         cursor = self._db.cursor()
         cursor.row_factory = None
         if self._run_gap(cursor) != self.session_gap:  # a read-only index of another gap
-            return sessions_from_runs(self._runs_from_log(cursor), self.session_gap)
+            return sessions_from_uses(self._uses_from_log(cursor), self.session_gap)
         launches: dict[float, list[Launch]] = {}
-        rows = cursor.execute("SELECT session, start, models FROM use_launches ORDER BY rowid")
-        for session, start, refs in rows:  # a model begins a launch once: no repeats
+        rows = cursor.execute(
+            "SELECT session, start, models, idle FROM use_launches ORDER BY rowid"
+        )
+        for session, start, refs, idle in rows:  # a model begins a launch once: no repeats
             models = tuple(refs.split(SEP))
-            launches.setdefault(session, []).append(Launch(start, models, models[0]))
+            launches.setdefault(session, []).append(Launch(start, models, models[0], idle))
         out = []
         for start, end in cursor.execute("SELECT start, end FROM use_sessions ORDER BY start"):
             found = launches.get(start)
@@ -164,13 +167,17 @@ class UseLog:
 
     def _run_gap(self, db: Any) -> float | None:
         # Runs, sessions and launches were made with this gap (an index without it, or with
-        # another, has them rebuilt from the log when opened for writing).
-        row = db.execute("SELECT value FROM meta WHERE key = 'use_gap'").fetchone()
+        # another, has them rebuilt from the log when opened for writing). The key is new with
+        # schema 6: older indexes, whose launches have no idle time, have them rebuilt too.
+        row = db.execute("SELECT value FROM meta WHERE key = 'use_summary_gap'").fetchone()
         return float(row[0]) if row else None
 
+    def _uses_from_log(self, db: Any) -> list[tuple[str, float]]:
+        rows = db.execute("SELECT folder || '/' || filename, at FROM use_log ORDER BY at, rowid")
+        return [(str(ref), float(at)) for ref, at in rows]
+
     def _runs_from_log(self, db: Any) -> list[Run]:
-        uses = db.execute("SELECT folder || '/' || filename, at FROM use_log ORDER BY at, rowid")
-        return runs_from_uses(((str(r[0]), float(r[1])) for r in uses), self.session_gap)
+        return runs_from_uses(self._uses_from_log(db), self.session_gap)
 
     def _rebuild_runs(self, db: Any) -> None:
         """Recompute every run from the log (inside the caller's transaction)."""
@@ -180,15 +187,19 @@ class UseLog:
             "INSERT INTO use_runs VALUES (?, ?, ?, ?, ?)",
             ((*r.ref.split("/", 1), r.first, r.last, r.uses) for r in runs),
         )
-        self._summarise_runs(db, runs)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('use_gap', ?)", (repr(self.session_gap),))
+        self._summarise_log(db, runs)
+        db.execute("DELETE FROM meta WHERE key = 'use_gap'")  # schema 5's
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('use_summary_gap', ?)", (repr(self.session_gap),)
+        )
 
-    def _summarise_runs(self, db: Any, runs: list[Run]) -> None:
-        """Recompute the sessions and launches from the runs (inside the caller's transaction)."""
+    def _summarise_log(self, db: Any, runs: list[Run] | None = None) -> None:
+        """Recompute the sessions and launches from the log (inside the caller's transaction);
+        ``runs``, the log's runs, when the caller has them."""
         db.execute("DELETE FROM use_sessions")
         db.execute("DELETE FROM use_launches")
-        firsts = [run.first for run in runs]
-        for session in sessions_from_runs(runs, self.session_gap):
+        firsts = [run.first for run in (self._stored_runs(db) if runs is None else runs)]
+        for session in sessions_from_uses(self._uses_from_log(db), self.session_gap):
             # The session's latest first use: a run that began at or before its end.
             last_first = firsts[bisect_right(firsts, session.end) - 1]
             db.execute(
@@ -196,9 +207,9 @@ class UseLog:
                 (session.start, session.end, last_first),
             )
             db.executemany(
-                "INSERT INTO use_launches VALUES (?, ?, ?)",
+                "INSERT INTO use_launches VALUES (?, ?, ?, ?)",
                 (
-                    (session.start, launch.start, SEP.join(launch.models))
+                    (session.start, launch.start, SEP.join(launch.models), launch.idle)
                     for launch in session.launches
                 ),
             )

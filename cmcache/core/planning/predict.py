@@ -1,23 +1,24 @@
 """Which models will be needed next, learned from the use log, each with its reason. Pure.
 
 What a person does next is start a workflow: its first model (the *lead* of a launch, see
-``sessions``) is what to predict; the rest of the workflow comes with it. Evidence about leads:
+``sessions``) is what to predict; the rest of the workflow comes with it. The next launch is
+either a *next step* of the work before it (a refiner, an upscaler: it comes within minutes)
+or *new work* (after a break, or when another person takes the box). So the forecast is a
+mixture of two forecasts:
 
-- while a session is under way, about its next launch: *follows*, what was launched next after
-  the latest launches' leads in past sessions (*follows_here*: only after launches at this time
-  of day, where the same person is likely at work); *session*, what this session launched;
-- once it is over, about what the next session begins with: *after_here*, what the sessions
-  that began at this time of day after one with the latest leads began with; *here_all*, what
-  was used at this time of day;
-- either way: *yesterday*, where the work from this time of day on left off the day before;
-  *weekly*, *daily*, *here*, what was launched at this time of the week, of the day (a narrow
-  and a wide window); *often*, in how many sessions; *lately*, how recently.
+- *next step*, weighed by the chance that the launch is one, from how long nothing has been
+  in use (``chance_of_step``): right on the heels of other work, a launch is as often someone
+  else's new work; a few minutes on, it is usually the next step; after a longer break, new
+  work. Its evidence: *follows*, what came as the next step after the latest launches'
+  leads; *habit*, what came as a next step at this time of day; *again*, the lead just
+  launched (the next step often reuses it);
+- *new work*: *began*, what began new work at this time of day on the same kind of day (who
+  works then, and what they like to start with).
 
-Each piece of evidence estimates a chance; times its weight (at most 1, one set of weights
-while a session is under way and one for the next session, tuned by
-``benchmarks/predict_tune.py``) they combine as independent chances
-(``1 - Π(1 - weight * estimate)``), and the strongest is the reason given. Counts are shrunk
-toward zero (``k / (n + 1)``): one session in one is a hint, not a certainty.
+Within each, every piece of evidence is made a share (its estimates over their sum) and the
+shares are mixed by weight (tuned by ``benchmarks/predict_tune.py``). A score is thus the
+chance that the model leads the next launch. The piece that adds most is the reason given. Counts
+are shrunk toward zero (``k / (n + 1)``): one time in one is a hint, not a certainty.
 
 A model that comes with a likely lead (its text encoder, its VAE, its LoRA) gets the lead's
 chance times how often it came with it. Such *companions* are fetched after their lead and
@@ -36,23 +37,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from cmcache.core.planning.sessions import sessions_from_runs
+from cmcache.core.planning.sessions import runs_from_uses, sessions_from_uses
 from cmcache.core.planning.signals import (
     DAY,
-    HERE,
     HOUR,
-    MAX_SESSIONS,
-    WEEK,
     Evidence,
-    begins_after,
     file_name,
     follows,
-    launched_here,
-    launched_in,
-    launched_last_day,
-    launched_lately,
-    launched_now,
-    launched_often,
+    habit,
+    new_work,
+    step_pause,
 )
 
 if TYPE_CHECKING:
@@ -63,31 +57,19 @@ if TYPE_CHECKING:
 USAGE_FADES = 3 * DAY  # how fast a session counts less in how often a model is used
 SOON = 12 * HOUR  # eviction weighs whether a model was used in the half day ahead, on past days
 COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
-# Prefetch fetches a predicted model only when it is more likely needed than not: a wrong guess
-# costs a download and evicts something else.
-WORTH_FETCHING = 0.5
-# Weights of the signals, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
+COMPANION_LAUNCHES = 200  # the latest launches of a lead that its companions are counted over
+# Prefetch fetches a predicted lead at least this likely to lead the next launch: a wrong guess
+# costs a download and evicts something else. Chosen on the replay of the first two weeks of
+# benchmarks/data/predict-trace.json.gz: the most waiting saved within 10 % more bytes.
+WORTH_FETCHING = 0.25
+COMES_ALONG = 0.5  # a companion that came with its lead this often is fetched with it
+# Weights, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
 # (benchmarks/predict_tune.py) and measured on the two after.
-UNDER_WAY = {  # while a session is under way: its next launch
-    "follows": 1.0,
-    "follows_here": 1.0,
-    "session": 0.8,
-    "yesterday": 1.0,
-    "weekly": 0.8,
-    "daily": 0.8,
-    "here": 0.3,
-    "often": 0.1,
-    "lately": 0.3,
-}
-NEXT_SESSION = {  # once it is over: what the next session begins with
-    "after_here": 0.4,
-    "here_all": 0.4,
-    "yesterday": 0.05,
-    "weekly": 0.6,
-    "daily": 0.6,
-    "here": 0.3,
-    "lately": 0.1,
-}
+# The chance of a next step while nothing has been in use for less than each share of the
+# step pause (``signals.step_pause``); none after it.
+STEP_CHANCES = ((0.15, 0.5), (0.9, 0.9))
+NEXT_STEP = {"follows": 3.0, "follows_before": 0.2, "habit": 1.0, "again": 0.3}
+NEW_WORK = {"began": 1.0}
 
 
 @dataclass(frozen=True)
@@ -132,21 +114,23 @@ class Forecast:
 
     def worth_fetching(self, leads: int | None = None) -> list[Prediction]:
         """What to download ahead: each lead at least ``WORTH_FETCHING`` likely (the first
-        ``leads`` of them), best first, each followed by its companions that are too."""
+        ``leads`` of them), best first, each followed by its companions that came with it at
+        least ``COMES_ALONG`` of the time."""
         out: dict[str, Prediction] = {}
         for lead in self.ranked(leads):
             if lead.score < WORTH_FETCHING:
                 break
             out.setdefault(lead.ref, lead)
             for p in self.companions.get(lead.ref, []):
-                if p.score >= WORTH_FETCHING:
+                if p.score >= lead.score * COMES_ALONG:
                     out.setdefault(p.ref, p)
         return list(out.values())
 
 
-def forecast(runs: Sequence[Run], *, now: float, gap: float) -> Forecast:
-    """Score the models of ``runs`` (sorted by first use, none after ``now``)."""
-    return forecast_sessions(sessions_from_runs(runs, gap), now=now, gap=gap, runs=lambda: runs)
+def forecast(uses: Sequence[tuple[str, float]], *, now: float, gap: float) -> Forecast:
+    """Score the models of ``uses`` ((ref, time) in time order, none after ``now``)."""
+    sessions = sessions_from_uses(uses, gap)
+    return forecast_sessions(sessions, now=now, gap=gap, runs=lambda: runs_from_uses(uses, gap))
 
 
 def forecast_sessions(
@@ -156,9 +140,10 @@ def forecast_sessions(
     their runs, read only if eviction asks for chances."""
     if not sessions:
         return Forecast({}, {})
-    under_way, found = evidence(sessions, now=now, gap=gap)
-    leads = combine(found, UNDER_WAY if under_way else NEXT_SESSION)
-    launches = [launch for session in sessions for launch in session.launches]
+    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+    idle = max(0.0, now - sessions[-1].end)
+    since = sessions[-1].start if idle < gap else now
+    leads = mixture(every, now=now, idle=idle, gap=gap, since=since)
 
     def usage() -> dict[str, float]:
         usage = _usage(sessions, now)
@@ -166,51 +151,72 @@ def forecast_sessions(
             usage[ref] = max(usage.get(ref, 0.0), value)
         return usage
 
+    launches = [launch for _n, launch in every]
     return Forecast(leads, _companions(launches, leads), usage)
 
 
 def evidence(
-    sessions: list[Session], *, now: float, gap: float
-) -> tuple[bool, dict[str, Evidence]]:
-    """Whether a session is under way, and each signal's evidence about the next lead."""
-    under_way = now - sessions[-1].end < gap
-    done = sessions[:-1] if under_way else sessions  # sessions that are over
-    found: dict[str, Evidence] = {}
-    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-    if under_way:  # the next launch of this session: any launch tells
-        found["follows"], found["follows_here"] = follows(sessions, near=HERE)
-        found["session"] = launched_in(sessions[-1])
-        what = every
-        words, count = "used", len(sessions)
-    else:  # the launch the next session begins with: first launches tell
-        found["after_here"] = begins_after(sessions, len(done), near=(now, HERE))
-        found["here_all"] = launched_here(every, now, HERE, "used at this time of day")
-        what = [(n, s.launches[0]) for n, s in enumerate(done)]
-        words, count = "began a session", len(done)
-    found["yesterday"] = launched_last_day(every, now)
-    found["weekly"] = launched_now(what, now, WEEK, f"{words} at this time of the week")
-    found["daily"] = launched_now(what, now, DAY, f"{words} at this time of day")
-    found["here"] = launched_here(what, now, HERE, f"{words} at this time of day")
-    found["often"] = launched_often(what, count, words)
-    found["lately"] = launched_lately(what, now, words)
-    return under_way, found
+    every: list[tuple[int, Launch]], *, now: float, gap: float, since: float
+) -> tuple[dict[str, Evidence], dict[str, Evidence]]:
+    """Each signal's evidence about the next lead: if it is a next step, and if it is new
+    work (from launches before ``since``: the start of a session under way, else now)."""
+    pause = step_pause(gap)
+    latest, before = [*follows(every, pause), {}][:2]
+    step = {
+        "follows": latest,
+        "follows_before": before,
+        "habit": habit(every, now, pause),
+        "again": {every[-1][1].lead: (1.0, "in use just now")},
+    }
+    return step, {"began": new_work(every, now, pause, since)}
 
 
-def combine(found: dict[str, Evidence], weights: dict[str, float]) -> dict[str, Prediction]:
-    """Each model's pieces of evidence as independent chances; the strongest is the reason."""
+def mixture(
+    every: list[tuple[int, Launch]],
+    *,
+    now: float,
+    idle: float,
+    gap: float,
+    since: float,
+) -> dict[str, Prediction]:
+    """Every lead's chance of leading the next launch, ``idle`` seconds after the last use."""
+    step, new = evidence(every, now=now, gap=gap, since=since)
+    return combine(chance_of_step(idle, gap), step, new)
+
+
+def chance_of_step(
+    idle: float, gap: float, chances: tuple[tuple[float, float], ...] = STEP_CHANCES
+) -> float:
+    """The chance that the next launch is a next step, ``idle`` seconds after the last use."""
+    pause = step_pause(gap)
+    return next((chance for share, chance in chances if idle < share * pause), 0.0)
+
+
+def combine(
+    stepping: float,
+    step: dict[str, Evidence],
+    new: dict[str, Evidence],
+    weights: tuple[dict[str, float], dict[str, float]] = (NEXT_STEP, NEW_WORK),
+) -> dict[str, Prediction]:
+    """The two forecasts mixed, ``stepping`` the chance of a next step. Each model's reason is
+    the piece of evidence that added most to its score."""
     pieces: dict[str, list[tuple[float, str]]] = {}
-    for signal, by_ref in found.items():
-        weight = weights.get(signal, 0.0)
-        if weight > 0:
+    mixed = ((stepping, step, weights[0]), (1 - stepping, new, weights[1]))
+    for share, found, signal_weights in mixed:
+        if share <= 0:
+            continue
+        total = sum(signal_weights.get(signal, 0.0) for signal, by_ref in found.items() if by_ref)
+        for signal, by_ref in found.items():
+            weight = signal_weights.get(signal, 0.0)
+            sum_of = sum(value for value, _reason in by_ref.values())
+            if weight <= 0 or sum_of <= 0:
+                continue
             for ref, (value, reason) in by_ref.items():
-                pieces.setdefault(ref, []).append((min(weight * value, 1.0), reason))
-    leads = {}
-    for ref, values in pieces.items():
-        miss = 1.0
-        for value, _reason in values:
-            miss *= 1.0 - value
-        leads[ref] = Prediction(ref, round(1.0 - miss, 4), max(values)[1])
-    return leads
+                pieces.setdefault(ref, []).append((share * weight / total * value / sum_of, reason))
+    return {
+        ref: Prediction(ref, round(min(1.0, sum(p for p, _r in parts)), 4), max(parts)[1])
+        for ref, parts in pieces.items()
+    }
 
 
 def _companions(
@@ -225,7 +231,7 @@ def _companions(
             times.append(launch)
     out: dict[str, list[Prediction]] = {}
     for lead in likeliest:
-        times = led.get(lead.ref, [])[-MAX_SESSIONS:]
+        times = led.get(lead.ref, [])[-COMPANION_LAUNCHES:]
         together = Counter(m for launch in times for m in launch.models[1:])
         n = len(times)
         words = f"comes with {file_name(lead.ref)}"

@@ -5,7 +5,9 @@
 - A *session* is runs with no silence of ``session_gap`` or more between them: the union of
   runs that overlap or sit less than the gap apart, the same split as over the raw uses.
 - A *launch* is runs that begin together (each within ``burst`` of the one before): a
-  workflow starting. Its first model is its *lead*, the others come with it.
+  workflow starting. Its first model is its *lead*, the others come with it. Its *idle* is how
+  long nothing was in use before it: a few minutes when it is the next step of the work before
+  (a refiner, an upscaler), longer when it is new work.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ class Launch(NamedTuple):
     start: float
     models: tuple[str, ...]
     lead: str
+    idle: float  # seconds since the latest use before it (the session gap for the first one)
 
     @classmethod
-    def of(cls, start: float, models: tuple[str, ...]) -> Launch:
-        """The launch of ``models`` (at least one) at ``start``."""
-        return cls(start, models, models[0])
+    def of(cls, start: float, models: tuple[str, ...], idle: float) -> Launch:
+        """The launch of ``models`` (at least one) at ``start``, after ``idle`` seconds."""
+        return cls(start, models, models[0], idle)
 
 
 @dataclass(frozen=True)
@@ -85,32 +88,37 @@ def add_use(runs: list[Run], latest: dict[str, int], ref: str, at: float, gap: f
         runs.append(Run(ref, at, at, 1))
 
 
-def sessions_from_runs(runs: Iterable[Run], gap: float) -> list[Session]:
-    """Split runs (sorted by first use) into sessions at every silence of ``gap`` or more,
-    and each session into launches."""
+def sessions_from_uses(uses: Iterable[tuple[str, float]], gap: float) -> list[Session]:
+    """Split uses given in time order into sessions at every silence of ``gap`` or more, and
+    each session into launches: what the index keeps as the uses arrive (``UseLog``)."""
     burst = burst_for(gap)
     sessions: list[Session] = []
-    launches: list[list[str]] = []
-    starts: list[float] = []
-    start = end = previous = 0.0
-    for ref, first, last, _uses in runs:  # tens of thousands of runs: kept lean
-        if launches and first - end >= gap:
-            sessions.append(_session(start, end, starts, launches))
-            launches, starts = [], []
+    launches: list[tuple[float, list[str], float]] = []  # start, models, idle
+    latest: dict[str, float] = {}  # each model's latest use
+    start = end = last_began = 0.0
+    for ref, at in uses:
+        began = at - latest.get(ref, at - gap) >= gap  # the use begins a run of its model
+        latest[ref] = at
+        idle = max(0.0, at - end) if launches or sessions else gap
+        if launches and idle >= gap:
+            sessions.append(_session(start, end, launches))
+            launches = []
         if not launches:
-            start = end = first
-        if launches and first - previous < burst:
-            launches[-1].append(ref)
-        else:
-            launches.append([ref])
-            starts.append(first)
-        previous = first
-        end = max(end, last)
+            start = end = at
+        if began and launches and at - last_began < burst:
+            launches[-1][1].append(ref)
+        elif began:
+            launches.append((at, [ref], idle))
+        last_began = at if began else last_began
+        end = max(end, at)
     if launches:
-        sessions.append(_session(start, end, starts, launches))
+        sessions.append(_session(start, end, launches))
     return sessions
 
 
-def _session(start: float, end: float, starts: list[float], launches: list[list[str]]) -> Session:
-    pairs = zip(starts, launches, strict=True)
-    return Session(start, end, tuple(Launch.of(at, tuple(dict.fromkeys(ms))) for at, ms in pairs))
+def _session(start: float, end: float, launches: list[tuple[float, list[str], float]]) -> Session:
+    return Session(
+        start,
+        end,
+        tuple(Launch.of(at, tuple(dict.fromkeys(ms)), idle) for at, ms, idle in launches),
+    )
