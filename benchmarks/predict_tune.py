@@ -1,13 +1,14 @@
-"""Tune the forecast's signal weights on the first part of the month's trace; measure the rest.
+"""Tune the forecast's weights on other months of the same generator; measure the benchmark's.
 
-``python benchmarks/predict_tune.py [--split DAYS]``: at every template session's start (what
-``bench.py --only predict`` scores) the forecast's evidence is collected once from the use log
-as it stood then; a coordinate search over each signal's weight then maximises top-3 accuracy
-(ties: top-1) on the sessions of the first
-``--split`` days (default 14). Accuracy is printed for those days and for the held-out days
-after them, with the weights ``core/planning/predict.py`` carries and with the tuned ones, and
-beside the *ceiling*: the share a predictor would reach that knew who is at the box, every
-user's repertoire and habits, and the generator's own probabilities (use_trace.py), and the
+``python benchmarks/predict_tune.py [--seeds N] [--split DAYS]``: at every template session's
+start (what ``bench.py --only predict`` scores) the forecast's evidence is collected once from
+the use log as it stood then; a coordinate search over each weight then maximises top-3
+accuracy (ties: top-1) over ``--seeds`` months (default 3) that use_trace.py draws with other
+seeds: other people, repertoires and habits, none of them the benchmark's. Accuracy is printed
+for the benchmark's month (benchmarks/data/predict-trace.json.gz), before and after
+``--split`` days (default 14), with the weights ``core/planning/predict.py`` carries and with
+the tuned ones, and beside the *ceiling*: the share a predictor would reach that knew who is at
+the box, every user's repertoire and habits, and the generator's own probabilities, and the
 forecast over each user's own log (as if the log said who used what).
 """
 
@@ -95,7 +96,7 @@ def tune(asks: list[Ask]) -> Weights:
             for signal in table:
                 best = table[signal]
                 top = accuracy(asks, weights())[:2]
-                grid = GRID if table is not rest else (0.1, 0.3, 0.5, 0.7, 0.9)
+                grid = GRID if table is not rest else (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
                 for value in grid:
                     table[signal] = value
                     score = accuracy(asks, weights())[:2]
@@ -172,7 +173,7 @@ def own_log(trace: dict[str, Any], user: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=int, default=14, metavar="DAYS")
-    parser.add_argument("--warm-up", type=int, default=0, metavar="DAYS")
+    parser.add_argument("--seeds", type=int, default=3, metavar="N")
     args = parser.parse_args()
     split = args.split
     trace = month.load()
@@ -193,7 +194,12 @@ def main() -> None:
     for part, which in ((f"days 1-{split}", False), (f"days {split + 1}-30", True)):
         top3, top1, n = accuracy([a for a in mine if (a.day >= split) == which], current)
         print(f"each user's own log, {part}: top-3 {top3:.1%}  top-1 {top1:.1%}  ({n} sessions)")
-    tuned = tune([a for a in first if a.day >= args.warm_up])
+    others = [a for k in range(1, args.seeds + 1) for a in collect(month.generate(month.SEED + k))]
+    print(f"tuning on {len(others)} sessions of {args.seeds} other months")
+    tuned = tune(others)
+    for name, weights in (("current", current), ("tuned", tuned)):
+        top3, top1, _n = accuracy(others, weights)
+        print(f"{name:>8} other months: top-3 {top3:6.1%}  top-1 {top1:6.1%}")
     show("tuned", tuned)
     print("NEXT_STEP", tuned[0], "NEW_WORK", tuned[1], "STEP_CHANCES", tuned[2])
 

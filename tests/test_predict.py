@@ -195,7 +195,7 @@ def test_what_follows_a_model_at_this_time_of_day_comes_first(cli: Cli) -> None:
     by_ref = {p["ref"]: p for p in predictions}  # A, begun at this time of day, is in use now
     others = [p["ref"] for p in predictions if p["ref"] != "checkpoints/a.bin"]
     assert others[:2] == ["checkpoints/b.bin", "checkpoints/c.bin"]
-    assert by_ref["checkpoints/b.bin"]["reason"] == "follows a.bin 4 of 8 times"
+    assert by_ref["checkpoints/b.bin"]["reason"] == "a next step at this time of day 4 of 4 times"
     assert by_ref["checkpoints/b.bin"]["score"] > by_ref["checkpoints/c.bin"]["score"]
 
 

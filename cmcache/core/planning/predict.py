@@ -13,7 +13,9 @@ mixture of two forecasts:
   leads; *habit*, what came as a next step at this time of day; *again*, the lead just
   launched (the next step often reuses it);
 - *new work*: *began*, what began new work at this time of day on the same kind of day (who
-  works then, and what they like to start with).
+  works then, and what they like to start with), and *around* it, over most of a working
+  day; *left off*, the new work begun last on the day before from this time on, of what
+  begins new work now (people pick up where they stopped).
 
 Within each, every piece of evidence is made a share (its estimates over their sum) and the
 shares are mixed by weight (tuned by ``benchmarks/predict_tune.py``). A score is thus the
@@ -39,12 +41,14 @@ from typing import TYPE_CHECKING
 
 from cmcache.core.planning.sessions import runs_from_uses, sessions_from_uses
 from cmcache.core.planning.signals import (
+    AROUND,
     DAY,
     HOUR,
     Evidence,
     file_name,
     follows,
     habit,
+    left_off,
     new_work,
     step_pause,
 )
@@ -59,22 +63,22 @@ SOON = 12 * HOUR  # eviction weighs whether a model was used in the half day ahe
 COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
 COMPANION_LAUNCHES = 200  # the latest launches of a lead that its companions are counted over
 # Prefetch fetches a predicted lead at least this likely to lead the next launch: a wrong guess
-# costs a download and evicts something else. Chosen on the replay of the first two weeks of
-# benchmarks/data/predict-trace.json.gz: the most waiting saved within 10 % more bytes.
-WORTH_FETCHING = 0.25
+# costs a download and evicts something else. Chosen on the replay of three other months of the
+# benchmark's generator: the most waiting saved within 10 % more bytes (at 10 % of the library).
+WORTH_FETCHING = 0.2
 COMES_ALONG = 0.5  # a companion that came with its lead this often is fetched with it
-# Weights, tuned on the first two weeks of benchmarks/data/predict-trace.json.gz
-# (benchmarks/predict_tune.py) and measured on the two after.
+# Weights, tuned on three other months of the benchmark's generator (benchmarks/predict_tune.py)
+# and measured on benchmarks/data/predict-trace.json.gz.
 # The chance of a next step while nothing has been in use for less than each share of the
 # step pause (``signals.step_pause``); none after it.
 STEP_CHANCES = ((0.15, 0.5), (0.9, 0.9))
-NEXT_STEP = {"follows": 3.0, "follows_before": 0.2, "habit": 1.0, "again": 0.3}
-NEW_WORK = {"began": 1.0}
+NEXT_STEP = {"follows": 0.8, "follows_before": 0.1, "habit": 1.0, "again": 0.3}
+NEW_WORK = {"began": 0.5, "began_around": 0.05, "left_off": 0.1}
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A model, its chance of being needed soon (0-1), and why, in words."""
+    """A model, its chance of leading the next launch (0-1), and why, in words."""
 
     ref: str
     score: float
@@ -143,7 +147,8 @@ def forecast_sessions(
     every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
     idle = max(0.0, now - sessions[-1].end)
     since = sessions[-1].start if idle < gap else now
-    leads = mixture(every, now=now, idle=idle, gap=gap, since=since)
+    step, new = evidence(every, now=now, gap=gap, since=since)
+    leads = combine(chance_of_step(idle, gap), step, new)
 
     def usage() -> dict[str, float]:
         usage = _usage(sessions, now)
@@ -168,20 +173,13 @@ def evidence(
         "habit": habit(every, now, pause),
         "again": {every[-1][1].lead: (1.0, "in use just now")},
     }
-    return step, {"began": new_work(every, now, pause, since)}
-
-
-def mixture(
-    every: list[tuple[int, Launch]],
-    *,
-    now: float,
-    idle: float,
-    gap: float,
-    since: float,
-) -> dict[str, Prediction]:
-    """Every lead's chance of leading the next launch, ``idle`` seconds after the last use."""
-    step, new = evidence(every, now=now, gap=gap, since=since)
-    return combine(chance_of_step(idle, gap), step, new)
+    began = new_work(every, now, pause, since)
+    new = {
+        "began": began,
+        "began_around": new_work(every, now, pause, since, AROUND, "around"),
+        "left_off": left_off(every, now, pause, began),
+    }
+    return step, new
 
 
 def chance_of_step(

@@ -6,6 +6,7 @@ Each signal maps a lead to an estimated chance (0-1) and its reason in words. La
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ DAY = 24 * HOUR
 STEP_PAUSE = 20 * 60.0  # a launch this soon after the work before it is a next step of that work
 CONTEXT = 2  # the latest launches whose next steps are counted
 HABIT = 1.5 * HOUR  # "at this time of day": this close to now's, on the same kind of day
+AROUND = 5 * HOUR  # "around this time of day": most of a working day's span
+LEFT_OFF = (1 * HOUR, 6 * HOUR)  # the hours before and after this time, a day before, that tell
 
 Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
 Every = list[tuple[int, "Launch"]]
@@ -85,17 +88,40 @@ def habit(every: Every, now: float, pause: float) -> Evidence:
     return found
 
 
-def new_work(every: Every, now: float, pause: float, since: float) -> Evidence:
-    """What began new work (not a next step) at this time of day, on the same kind of day,
-    before ``since`` (the session under way is what the next step weighs)."""
+def new_work(
+    every: Every, now: float, pause: float, since: float, within: float = HABIT, when: str = "at"
+) -> Evidence:
+    """What began new work (not a next step) within ``within`` of this time of day (``when``
+    it, in words), on the same kind of day, before ``since`` (the session under way is what
+    the next step weighs)."""
     weekend = _weekend(now)
     counts = Counter(
         launch.lead
         for _n, launch in every
         if launch.idle >= pause and launch.start < since and _weekend(launch.start) == weekend
-        and _close(launch.start, now, HABIT)
+        and _close(launch.start, now, within)
     )
     found: Evidence = {}
-    _best(found, counts, sum(counts.values()), "began new work at this time of day", " times")
+    _best(found, counts, sum(counts.values()), f"began new work {when} this time of day", " times")
     return found
+
+
+def left_off(every: Every, now: float, pause: float, at_home: Evidence) -> Evidence:
+    """The latest new work begun on the latest past day with any from this time of day on,
+    among what begins new work at this time (``at_home``): where the person who works now
+    left off, and may pick up again."""
+    starts = [launch.start for _n, launch in every]
+    before, after = LEFT_OFF
+    for back in range(1, 8):
+        low = bisect_left(starts, now - back * DAY - before)
+        high = bisect_left(starts, now - back * DAY + after)
+        then = [
+            launch.lead
+            for _n, launch in every[low:high]
+            if launch.idle >= pause and launch.lead in at_home
+        ]
+        if then:
+            when = "yesterday" if back == 1 else f"{back} days ago"
+            return {then[-1]: (1.0, f"where the work at this time left off {when}")}
+    return {}
 
