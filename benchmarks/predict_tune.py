@@ -23,7 +23,7 @@ from typing import Any
 import use_trace as month
 
 from cmcache.core.planning import predict
-from cmcache.core.planning.predict import chance_of_step, combine, evidence
+from cmcache.core.planning.predict import chance_of_step, combine, evidence, quiet
 from cmcache.core.planning.sessions import sessions_from_uses
 from cmcache.core.planning.signals import Evidence
 
@@ -56,8 +56,7 @@ def collect(trace: dict[str, object]) -> list[Ask]:
         if not sessions or at_use >= len(uses) or uses[at_use][0] != ask:
             continue
         every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-        idle = max(0.0, ask - sessions[-1].end)
-        since = sessions[-1].start if idle < GAP else ask
+        idle, since = quiet(sessions, now=ask, gap=GAP)
         step, new = evidence(every, now=ask, gap=GAP, since=since)
         day = int((ask - start) // 86400)
         out.append(Ask(day, uses[at_use][1], idle, step, new))

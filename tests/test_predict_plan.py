@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from cmcache.adapters.storage.index import Index
 from cmcache.core.manifest.entry import Entry
 from cmcache.core.planning.predict import forecast
@@ -129,6 +131,40 @@ def test_an_index_of_schema_5_gets_the_idle_time_of_its_launches(tmp_path: Path)
     again.close()
 
 
+def test_an_index_of_schema_5_without_launches_opens_and_builds_them(tmp_path: Path) -> None:
+    path = two_sessions(tmp_path)
+    with sqlite3.connect(path) as db:  # schema 5 as first released: no sessions nor launches
+        db.execute("DROP TABLE use_launches")
+        db.execute("DROP TABLE use_sessions")
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema'")
+        db.execute("DELETE FROM meta WHERE key = 'use_summary_gap'")
+    db.close()
+    again = Index(path, session_gap=600)
+    idles = [[launch.idle for launch in s.launches] for s in again.sessions()]
+    assert idles == [[600, 100], [4900]]
+    again.close()
+
+
+@pytest.mark.parametrize("gap", [600.0, 16.1 * 60, 63.33 * 60])
+def test_the_index_and_the_log_make_the_same_sessions_even_from_late_uses(
+    tmp_path: Path, gap: float
+) -> None:
+    # Late uses: a repeat that shortens a later launch's idle time, one that begins a run
+    # after the latest launch began, one that joins two sessions. Gaps that floating point
+    # cannot hold exactly must not lose a model's first use.
+    late = [("a/x", 0.0), ("a/y", 1000.0), ("a/x", 900.0), ("a/x", 5000.0), ("a/z", 4800.0)]
+    late += [("a/y", 9000.0), ("a/x", 7000.0)]
+    at = 1_700_135_040.2779365
+    index = Index(tmp_path / "index.sqlite3", session_gap=gap)
+    for ref, after in late:
+        folder, name = ref.split("/")
+        index.record_use(folder, name, at=at + after)
+    timed = sorted(((ref, at + after) for ref, after in late), key=lambda use: use[1])
+    assert index.sessions() == sessions_from_uses(timed, gap)
+    assert sum(len(s.launches) for s in index.sessions()) >= 3
+    index.close()
+
+
 def test_an_index_that_kept_no_sessions_has_them_built_when_opened(tmp_path: Path) -> None:
     path = two_sessions(tmp_path)
     with sqlite3.connect(path) as db:  # as an earlier cmcache left it: runs, no sessions
@@ -203,10 +239,25 @@ def test_a_launch_minutes_after_work_is_its_next_step_and_after_a_break_new_work
     history.append((NOW - 5 * DAY, [("m/other", 0)]))  # a weekday: not counted as new work now
     minutes_on = forecast(uses(*history, (NOW - 300, [("m/base", 0)])), now=NOW, gap=1800)
     assert minutes_on.ranked(1)[0].ref == "m/upscaler"
-    assert minutes_on.ranked(1)[0].reason == "a next step at this time of day 4 of 4 times"
+    assert minutes_on.ranked(1)[0].reason == "follows base 4 of 4 times"
     after_break = forecast(uses(*history, (NOW - 1500, [("m/base", 0)])), now=NOW, gap=1800)
     assert after_break.ranked(1)[0].ref == "m/base"
     assert after_break.ranked(1)[0].reason == "began new work at this time of day 4 of 4 times"
+
+
+def test_thin_evidence_stays_a_hint_and_a_busy_box_still_gets_a_forecast() -> None:
+    once = forecast(uses((NOW - 7 * DAY, [("m/a", 0)])), now=NOW, gap=1800)
+    assert once.ranked(1)[0].reason == "began new work at this time of day 1 of 1 times"
+    assert once.ranked(1)[0].score < 0.6  # one in one is a hint, not a certainty
+    # Four workflows in turn, one every 10 minutes for a day: nothing ever began after a break
+    # (no new work), and 19 minutes on a next step is not expected either: the steps still tell.
+    turns = ["m/a", "m/b", "m/c", "m/d"]
+    busy: list[tuple[float, Steps]] = [
+        (NOW - DAY + k * 600, [(turns[k % 4], 0.0)]) for k in range(144)
+    ]
+    seen = forecast(uses(*busy), now=NOW - DAY + 143 * 600 + 19 * 60, gap=1800)
+    assert seen.ranked(1)[0].ref == "m/a"
+    assert seen.ranked(1)[0].reason == "follows d 35 of 35 times"
 
 
 def test_nothing_is_predicted_from_an_empty_log() -> None:

@@ -188,7 +188,10 @@ class Index(UseLog, JobTable):
             if version == 1:  # 2 remembers the origin's validators of each download
                 for column in ("etag", "last_modified"):
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
-            if version == 5:  # 6 keeps how long nothing was in use before each launch
+            # 6 keeps how long nothing was in use before each launch (some indexes of schema 5
+            # have no launches table, and got one with the column from the script above).
+            launch_columns = {row[1] for row in db.execute("PRAGMA table_info(use_launches)")}
+            if "idle" not in launch_columns:
                 db.execute("ALTER TABLE use_launches ADD COLUMN idle REAL NOT NULL DEFAULT 0")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             if self._run_gap(db) != self.session_gap:  # new, migrated, or the gap was changed

@@ -8,6 +8,7 @@ reads a row per session and one per launch, not every use nor every run.
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from cmcache.core.planning.sessions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from contextlib import AbstractContextManager
 
 USES_SCHEMA = """
@@ -47,6 +49,10 @@ CREATE TABLE IF NOT EXISTS use_launches (
 CREATE INDEX IF NOT EXISTS use_launches_session ON use_launches (session);
 """
 SEP = "\n"  # between the refs of a launch (a file name has no newline)
+# Calls at once record their uses a few milliseconds out of order: that late, a use is taken as
+# it comes (a redo can read a busy box's whole log).
+LATE = 1.0
+LAUNCH_COLUMNS = "(session, start, models, idle) VALUES (?, ?, ?, ?)"  # named: columns may grow
 
 
 class UseLog:
@@ -64,8 +70,9 @@ class UseLog:
 
         The totals live in ``usage``; per-use rows (for "most used lately") are kept only for
         ``use_log_days``, so the log does not grow with every call forever. Each use also
-        extends its model's latest run (uses less than ``session_gap`` apart), or starts one:
-        prediction reads the runs, a few rows per session, instead of every use.
+        extends its model's latest run (uses less than ``session_gap`` apart), or starts one,
+        and the latest session and its launches: prediction reads a row per session and one per
+        launch (eviction the runs), instead of every use.
         """
         at = time.time() if at is None else at
         row = {"folder": folder, "filename": filename, "at": at, "gap": self.session_gap}
@@ -102,13 +109,13 @@ class UseLog:
         latest = db.execute(
             "SELECT start, end, last_first FROM use_sessions ORDER BY start DESC LIMIT 1"
         ).fetchone()
-        if began and latest is not None and at < latest[2]:  # out of order: redo the summary
-            self._summarise_log(db)
+        if latest is not None and at < latest[1] - LATE:  # out of order: redo from where it falls
+            self._summarise_log(db, since=at)
             return
         idle = self.session_gap if latest is None else max(0.0, at - latest[1])
         if idle >= self.session_gap:
             db.execute("INSERT INTO use_sessions VALUES (?, ?, ?)", (at, at, at))
-            db.execute("INSERT INTO use_launches VALUES (?, ?, ?, ?)", (at, at, ref, idle))
+            db.execute(f"INSERT INTO use_launches {LAUNCH_COLUMNS}", (at, at, ref, idle))
             return
         session = latest[0]
         if began and at - latest[2] < burst_for(self.session_gap):
@@ -118,7 +125,7 @@ class UseLog:
                 (SEP, ref, session),
             )
         elif began:
-            db.execute("INSERT INTO use_launches VALUES (?, ?, ?, ?)", (session, at, ref, idle))
+            db.execute(f"INSERT INTO use_launches {LAUNCH_COLUMNS}", (session, at, ref, idle))
         db.execute(
             "UPDATE use_sessions SET end = max(end, ?), last_first = ? WHERE start = ?",
             (at, at if began else latest[2], session),
@@ -172,9 +179,14 @@ class UseLog:
         row = db.execute("SELECT value FROM meta WHERE key = 'use_summary_gap'").fetchone()
         return float(row[0]) if row else None
 
-    def _uses_from_log(self, db: Any) -> list[tuple[str, float]]:
-        rows = db.execute("SELECT folder || '/' || filename, at FROM use_log ORDER BY at, rowid")
-        return [(str(ref), float(at)) for ref, at in rows]
+    def _uses_from_log(self, db: Any, since: float | None = None) -> Iterator[tuple[str, float]]:
+        """The log's uses in time order (from ``since`` on), read as they are consumed."""
+        rows = db.execute(
+            "SELECT folder || '/' || filename, at FROM use_log WHERE at >= ? ORDER BY at, rowid",
+            (-math.inf if since is None else since,),
+        )
+        for ref, at in rows:
+            yield str(ref), float(at)
 
     def _runs_from_log(self, db: Any) -> list[Run]:
         return runs_from_uses(self._uses_from_log(db), self.session_gap)
@@ -193,13 +205,36 @@ class UseLog:
             "INSERT OR REPLACE INTO meta VALUES ('use_summary_gap', ?)", (repr(self.session_gap),)
         )
 
-    def _summarise_log(self, db: Any, runs: list[Run] | None = None) -> None:
-        """Recompute the sessions and launches from the log (inside the caller's transaction);
-        ``runs``, the log's runs, when the caller has them."""
-        db.execute("DELETE FROM use_sessions")
-        db.execute("DELETE FROM use_launches")
-        firsts = [run.first for run in (self._stored_runs(db) if runs is None else runs)]
-        for session in sessions_from_uses(self._uses_from_log(db), self.session_gap):
+    def _summarise_log(
+        self, db: Any, runs: list[Run] | None = None, since: float | None = None
+    ) -> None:
+        """Recompute the sessions and launches from the log (inside the caller's transaction):
+        all of them, or from the session a late use at ``since`` falls in (a session begins
+        after a silence of the gap, which a later use cannot fill). ``runs``: the log's runs,
+        when the caller has them."""
+        start = None
+        if since is not None:
+            start = db.execute(
+                "SELECT max(start) FROM use_sessions WHERE start <= ?", (since,)
+            ).fetchone()[0]
+        before = None
+        if start is None:
+            db.execute("DELETE FROM use_sessions")
+            db.execute("DELETE FROM use_launches")
+        else:
+            db.execute("DELETE FROM use_launches WHERE session >= ?", (start,))
+            db.execute("DELETE FROM use_sessions WHERE start >= ?", (start,))
+            before = db.execute("SELECT max(at) FROM use_log WHERE at < ?", (start,)).fetchone()[0]
+        if runs is not None:
+            firsts = [run.first for run in runs]
+        else:
+            rows = db.execute(
+                "SELECT first FROM use_runs WHERE first >= ? ORDER BY first",
+                (-math.inf if start is None else start,),
+            )
+            firsts = [row[0] for row in rows]
+        uses = self._uses_from_log(db, start)
+        for session in sessions_from_uses(uses, self.session_gap, before):
             # The session's latest first use: a run that began at or before its end.
             last_first = firsts[bisect_right(firsts, session.end) - 1]
             db.execute(
@@ -207,7 +242,7 @@ class UseLog:
                 (session.start, session.end, last_first),
             )
             db.executemany(
-                "INSERT INTO use_launches VALUES (?, ?, ?, ?)",
+                f"INSERT INTO use_launches {LAUNCH_COLUMNS}",
                 (
                     (session.start, launch.start, SEP.join(launch.models), launch.idle)
                     for launch in session.launches

@@ -9,18 +9,18 @@ mixture of two forecasts:
 - *next step*, weighed by the chance that the launch is one, from how long nothing has been
   in use (``chance_of_step``): right on the heels of other work, a launch is as often someone
   else's new work; a few minutes on, it is usually the next step; after a longer break, new
-  work. Its evidence: *follows*, what came as the next step after the latest launches'
-  leads; *habit*, what came as a next step at this time of day; *again*, the lead just
-  launched (the next step often reuses it);
+  work. Its evidence: *follows*, what came as the next step after the latest launch's lead,
+  and as the second step after the one before; *habit*, what came as a next step at this
+  time of day; *again*, the lead just launched (the next step often reuses it);
 - *new work*: *began*, what began new work at this time of day on the same kind of day (who
   works then, and what they like to start with), and *around* it, over most of a working
   day; *left off*, the new work begun last on the day before from this time on, of what
   begins new work now (people pick up where they stopped).
 
-Within each, every piece of evidence is made a share (its estimates over their sum) and the
-shares are mixed by weight (tuned by ``benchmarks/predict_tune.py``). A score is thus the
-chance that the model leads the next launch. The piece that adds most is the reason given. Counts
-are shrunk toward zero (``k / (n + 1)``): one time in one is a hint, not a certainty.
+Within each, the pieces of evidence are mixed by weight (tuned by
+``benchmarks/predict_tune.py``). A piece's estimates are shares of one count, shrunk toward
+zero (``k / (n + 1)``): one time in one is a hint, not a certainty. A score is thus the chance
+that the model leads the next launch; the piece that adds most is the reason given.
 
 A model that comes with a likely lead (its text encoder, its VAE, its LoRA) gets the lead's
 chance times how often it came with it. Such *companions* are fetched after their lead and
@@ -65,15 +65,15 @@ COMPANION_LAUNCHES = 200  # the latest launches of a lead that its companions ar
 # Prefetch fetches a predicted lead at least this likely to lead the next launch: a wrong guess
 # costs a download and evicts something else. Chosen on the replay of three other months of the
 # benchmark's generator: the most waiting saved within 10 % more bytes (at 10 % of the library).
-WORTH_FETCHING = 0.2
+WORTH_FETCHING = 0.17
 COMES_ALONG = 0.5  # a companion that came with its lead this often is fetched with it
 # Weights, tuned on three other months of the benchmark's generator (benchmarks/predict_tune.py)
 # and measured on benchmarks/data/predict-trace.json.gz.
 # The chance of a next step while nothing has been in use for less than each share of the
 # step pause (``signals.step_pause``); none after it.
 STEP_CHANCES = ((0.15, 0.5), (0.9, 0.9))
-NEXT_STEP = {"follows": 0.8, "follows_before": 0.1, "habit": 1.0, "again": 0.3}
-NEW_WORK = {"began": 0.5, "began_around": 0.05, "left_off": 0.1}
+NEXT_STEP = {"follows": 1.0, "follows_before": 0.5, "habit": 1.0, "again": 0.2}
+NEW_WORK = {"began": 2.0, "began_around": 0.2, "left_off": 0.1}
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ class Forecast:
 
     def worth_fetching(self, leads: int | None = None) -> list[Prediction]:
         """What to download ahead: each lead at least ``WORTH_FETCHING`` likely (the first
-        ``leads`` of them), best first, each followed by its companions that came with it at
-        least ``COMES_ALONG`` of the time."""
+        ``leads`` of them), best first, each followed by its companions whose share of the
+        lead's launches (shrunk, as counts are) is at least ``COMES_ALONG``."""
         out: dict[str, Prediction] = {}
         for lead in self.ranked(leads):
             if lead.score < WORTH_FETCHING:
@@ -145,8 +145,7 @@ def forecast_sessions(
     if not sessions:
         return Forecast({}, {})
     every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
-    idle = max(0.0, now - sessions[-1].end)
-    since = sessions[-1].start if idle < gap else now
+    idle, since = quiet(sessions, now=now, gap=gap)
     step, new = evidence(every, now=now, gap=gap, since=since)
     leads = combine(chance_of_step(idle, gap), step, new)
 
@@ -160,18 +159,25 @@ def forecast_sessions(
     return Forecast(leads, _companions(launches, leads), usage)
 
 
+def quiet(sessions: Sequence[Session], *, now: float, gap: float) -> tuple[float, float]:
+    """How long nothing has been in use at ``now``, and since when launches are past work (the
+    start of a session under way, else now)."""
+    idle = max(0.0, now - sessions[-1].end)
+    return idle, sessions[-1].start if idle < gap else now
+
+
 def evidence(
     every: list[tuple[int, Launch]], *, now: float, gap: float, since: float
 ) -> tuple[dict[str, Evidence], dict[str, Evidence]]:
     """Each signal's evidence about the next lead: if it is a next step, and if it is new
     work (from launches before ``since``: the start of a session under way, else now)."""
     pause = step_pause(gap)
-    latest, before = [*follows(every, pause), {}][:2]
+    latest, before = follows(every, pause)
     step = {
         "follows": latest,
         "follows_before": before,
         "habit": habit(every, now, pause),
-        "again": {every[-1][1].lead: (1.0, "in use just now")},
+        "again": {every[-1][1].lead: (1.0, "launched last")},
     }
     began = new_work(every, now, pause, since)
     new = {
@@ -196,9 +202,12 @@ def combine(
     new: dict[str, Evidence],
     weights: tuple[dict[str, float], dict[str, float]] = (NEXT_STEP, NEW_WORK),
 ) -> dict[str, Prediction]:
-    """The two forecasts mixed, ``stepping`` the chance of a next step. Each model's reason is
-    the piece of evidence that added most to its score."""
+    """The two forecasts mixed, ``stepping`` the chance of a next step (the one forecast with
+    any evidence, if only one has). Each model's reason is the piece of evidence that added
+    most to its score."""
     pieces: dict[str, list[tuple[float, str]]] = {}
+    if not any(step.values()) or not any(new.values()):  # one forecast alone: it takes all
+        stepping = 1.0 if any(step.values()) else 0.0
     mixed = ((stepping, step, weights[0]), (1 - stepping, new, weights[1]))
     for share, found, signal_weights in mixed:
         if share <= 0:
@@ -206,11 +215,13 @@ def combine(
         total = sum(signal_weights.get(signal, 0.0) for signal, by_ref in found.items() if by_ref)
         for signal, by_ref in found.items():
             weight = signal_weights.get(signal, 0.0)
-            sum_of = sum(value for value, _reason in by_ref.values())
-            if weight <= 0 or sum_of <= 0:
+            if weight <= 0:
                 continue
+            # Estimates of one signal are shares of one count (k / (n + 1) each): they sum to
+            # less than 1, and what is missing is the doubt that thin evidence leaves.
+            scale = max(1.0, sum(value for value, _reason in by_ref.values()))
             for ref, (value, reason) in by_ref.items():
-                pieces.setdefault(ref, []).append((share * weight / total * value / sum_of, reason))
+                pieces.setdefault(ref, []).append((share * weight / total * value / scale, reason))
     return {
         ref: Prediction(ref, round(min(1.0, sum(p for p, _r in parts)), 4), max(parts)[1])
         for ref, parts in pieces.items()

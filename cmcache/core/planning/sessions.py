@@ -88,18 +88,26 @@ def add_use(runs: list[Run], latest: dict[str, int], ref: str, at: float, gap: f
         runs.append(Run(ref, at, at, 1))
 
 
-def sessions_from_uses(uses: Iterable[tuple[str, float]], gap: float) -> list[Session]:
+def sessions_from_uses(
+    uses: Iterable[tuple[str, float]], gap: float, before: float | None = None
+) -> list[Session]:
     """Split uses given in time order into sessions at every silence of ``gap`` or more, and
-    each session into launches: what the index keeps as the uses arrive (``UseLog``)."""
+    each session into launches: what the index keeps as the uses arrive (``UseLog``).
+    ``before``: the latest use before these, if any (at least ``gap`` before the first)."""
     burst = burst_for(gap)
     sessions: list[Session] = []
     launches: list[tuple[float, list[str], float]] = []  # start, models, idle
     latest: dict[str, float] = {}  # each model's latest use
-    start = end = last_began = 0.0
+    start = last_began = 0.0
+    end = before if before is not None else 0.0
+    seen = before is not None  # any use before this one
     for ref, at in uses:
-        began = at - latest.get(ref, at - gap) >= gap  # the use begins a run of its model
+        before = latest.get(ref)
+        # The use begins a run of its model: the test the index makes (``last > at - gap``).
+        began = before is None or not before > at - gap
         latest[ref] = at
-        idle = max(0.0, at - end) if launches or sessions else gap
+        idle = max(0.0, at - end) if seen else gap
+        seen = True
         if launches and idle >= gap:
             sessions.append(_session(start, end, launches))
             launches = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
 HOUR = 3600.0
 DAY = 24 * HOUR
 STEP_PAUSE = 20 * 60.0  # a launch this soon after the work before it is a next step of that work
-CONTEXT = 2  # the latest launches whose next steps are counted
 HABIT = 1.5 * HOUR  # "at this time of day": this close to now's, on the same kind of day
 AROUND = 5 * HOUR  # "around this time of day": most of a working day's span
 LEFT_OFF = (1 * HOUR, 6 * HOUR)  # the hours before and after this time, a day before, that tell
@@ -55,23 +53,29 @@ def _weekend(at: float) -> bool:
     return (int(at // DAY) + 3) % 7 >= 5
 
 
-def follows(every: Every, pause: float) -> list[Evidence]:
-    """What came as the next step after each of the latest launches' leads (latest first)."""
+def follows(every: Every, pause: float) -> tuple[Evidence, Evidence]:
+    """What came as the next step after the latest launch's lead, and as the second step
+    after the lead of the launch before it (a chain: base, refiner, upscaler)."""
     launches = [launch for _n, launch in every]
-    found = []
-    for launch in reversed(launches[-CONTEXT:]):
-        lead = launch.lead
+    found: list[Evidence] = []
+    for back, words in ((1, "follows"), (2, "comes two steps after")):
+        if len(launches) < back:
+            found.append({})
+            continue
+        lead = launches[-back].lead
         after: Counter[str] = Counter()
         times = 0
-        for before, then in pairwise(launches[:-1]):
-            if before.lead == lead:
+        past = launches[:-1]
+        for at, launch in enumerate(past[: len(past) - back]):
+            if launch.lead == lead:
                 times += 1
-                if then.idle < pause:
-                    after[then.lead] += 1
+                steps = past[at + 1 : at + 1 + back]
+                if all(step.idle < pause for step in steps):
+                    after[steps[-1].lead] += 1
         evidence: Evidence = {}
-        _best(evidence, after, times, f"follows {file_name(lead)}", " times")
+        _best(evidence, after, times, f"{words} {file_name(lead)}", " times")
         found.append(evidence)
-    return found
+    return found[0], found[1]
 
 
 def habit(every: Every, now: float, pause: float) -> Evidence:
