@@ -55,9 +55,9 @@ def collect(trace: dict[str, object]) -> list[Ask]:
         sessions = sessions_from_uses([(ref, at) for at, ref, _ in uses[:at_use]], GAP)
         if not sessions or at_use >= len(uses) or uses[at_use][0] != ask:
             continue
-        every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+        launches = [launch for session in sessions for launch in session.launches]
         idle, since = quiet(sessions, now=ask, gap=GAP)
-        step, new = evidence(every, now=ask, gap=GAP, since=since)
+        step, new = evidence(launches, now=ask, gap=GAP, since=since)
         day = int((ask - start) // 86400)
         out.append(Ask(day, uses[at_use][1], idle, step, new))
     return out

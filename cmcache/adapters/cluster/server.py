@@ -172,7 +172,6 @@ class _Arrivals:
                 return offset
             await asyncio.sleep(POLL)
 
-
     def read(self, offset: int, count: int) -> bytes:
         """``count`` bytes at ``offset``: from the staging file, or the placed one once the
         staging file was moved into place; b"" once it is gone (it failed its check)."""

@@ -144,9 +144,9 @@ def forecast_sessions(
     their runs, read only if eviction asks for chances."""
     if not sessions:
         return Forecast({}, {})
-    every = [(n, launch) for n, s in enumerate(sessions) for launch in s.launches]
+    launches = [launch for session in sessions for launch in session.launches]
     idle, since = quiet(sessions, now=now, gap=gap)
-    step, new = evidence(every, now=now, gap=gap, since=since)
+    step, new = evidence(launches, now=now, gap=gap, since=since)
     leads = combine(chance_of_step(idle, gap), step, new)
 
     def usage() -> dict[str, float]:
@@ -155,7 +155,6 @@ def forecast_sessions(
             usage[ref] = max(usage.get(ref, 0.0), value)
         return usage
 
-    launches = [launch for _n, launch in every]
     return Forecast(leads, _companions(launches, leads), usage)
 
 
@@ -167,23 +166,23 @@ def quiet(sessions: Sequence[Session], *, now: float, gap: float) -> tuple[float
 
 
 def evidence(
-    every: list[tuple[int, Launch]], *, now: float, gap: float, since: float
+    launches: Sequence[Launch], *, now: float, gap: float, since: float
 ) -> tuple[dict[str, Evidence], dict[str, Evidence]]:
     """Each signal's evidence about the next lead: if it is a next step, and if it is new
     work (from launches before ``since``: the start of a session under way, else now)."""
     pause = step_pause(gap)
-    latest, before = follows(every, pause)
+    latest, before = follows(launches, pause)
     step = {
         "follows": latest,
         "follows_before": before,
-        "habit": habit(every, now, pause),
-        "again": {every[-1][1].lead: (1.0, "launched last")},
+        "habit": habit(launches, now, pause),
+        "again": {launches[-1].lead: (1.0, "launched last")},
     }
-    began = new_work(every, now, pause, since)
+    began = new_work(launches, now, pause, since)
     new = {
         "began": began,
-        "began_around": new_work(every, now, pause, since, AROUND, "around"),
-        "left_off": left_off(every, now, pause, began),
+        "began_around": new_work(launches, now, pause, since, AROUND, "around"),
+        "left_off": left_off(launches, now, pause, began),
     }
     return step, new
 

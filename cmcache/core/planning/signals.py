@@ -1,7 +1,7 @@
 """The pieces of evidence a forecast (``predict``) weighs about the next lead. Pure.
 
-Each signal maps a lead to an estimated chance (0-1) and its reason in words. Launches come as
-``every``: (session number, launch) pairs, earliest first.
+Each signal maps a lead to an estimated chance (0-1) and its reason in words. Launches come
+earliest first.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from cmcache.core.planning.sessions import Launch
 
 HOUR = 3600.0
@@ -21,7 +23,6 @@ AROUND = 5 * HOUR  # "around this time of day": most of a working day's span
 LEFT_OFF = (1 * HOUR, 6 * HOUR)  # the hours before and after this time, a day before, that tell
 
 Evidence = dict[str, tuple[float, str]]  # ref → (estimate 0-1, reason)
-Every = list[tuple[int, "Launch"]]
 
 
 def file_name(ref: str) -> str:
@@ -53,10 +54,9 @@ def _weekend(at: float) -> bool:
     return (int(at // DAY) + 3) % 7 >= 5
 
 
-def follows(every: Every, pause: float) -> tuple[Evidence, Evidence]:
+def follows(launches: Sequence[Launch], pause: float) -> tuple[Evidence, Evidence]:
     """What came as the next step after the latest launch's lead, and as the second step
     after the lead of the launch before it (a chain: base, refiner, upscaler)."""
-    launches = [launch for _n, launch in every]
     found: list[Evidence] = []
     for back, words in ((1, "follows"), (2, "comes two steps after")):
         if len(launches) < back:
@@ -78,54 +78,68 @@ def follows(every: Every, pause: float) -> tuple[Evidence, Evidence]:
     return found[0], found[1]
 
 
-def habit(every: Every, now: float, pause: float) -> Evidence:
+def habit(launches: Sequence[Launch], now: float, pause: float) -> Evidence:
     """What came as a next step at this time of day, on the same kind of day."""
-    weekend = _weekend(now)
-    counts = Counter(
-        launch.lead
-        for _n, launch in every
-        if launch.idle < pause and _weekend(launch.start) == weekend
-        and _close(launch.start, now, HABIT)
+    return _at_this_time(
+        launches, now, HABIT, lambda launch: launch.idle < pause, "a next step at this time of day"
     )
-    found: Evidence = {}
-    _best(found, counts, sum(counts.values()), "a next step at this time of day", " times")
-    return found
 
 
 def new_work(
-    every: Every, now: float, pause: float, since: float, within: float = HABIT, when: str = "at"
+    launches: Sequence[Launch],
+    now: float,
+    pause: float,
+    since: float,
+    within: float = HABIT,
+    when: str = "at",
 ) -> Evidence:
     """What began new work (not a next step) within ``within`` of this time of day (``when``
     it, in words), on the same kind of day, before ``since`` (the session under way is what
     the next step weighs)."""
+    return _at_this_time(
+        launches,
+        now,
+        within,
+        lambda launch: launch.idle >= pause and launch.start < since,
+        f"began new work {when} this time of day",
+    )
+
+
+def _at_this_time(
+    launches: Sequence[Launch],
+    now: float,
+    within: float,
+    kept: Callable[[Launch], bool],
+    words: str,
+) -> Evidence:
+    """The share each lead had of the ``kept`` launches within ``within`` of this time of day,
+    on the same kind of day."""
     weekend = _weekend(now)
     counts = Counter(
         launch.lead
-        for _n, launch in every
-        if launch.idle >= pause and launch.start < since and _weekend(launch.start) == weekend
-        and _close(launch.start, now, within)
+        for launch in launches
+        if kept(launch) and _weekend(launch.start) == weekend and _close(launch.start, now, within)
     )
     found: Evidence = {}
-    _best(found, counts, sum(counts.values()), f"began new work {when} this time of day", " times")
+    _best(found, counts, sum(counts.values()), words, " times")
     return found
 
 
-def left_off(every: Every, now: float, pause: float, at_home: Evidence) -> Evidence:
+def left_off(launches: Sequence[Launch], now: float, pause: float, at_home: Evidence) -> Evidence:
     """The latest new work begun on the latest past day with any from this time of day on,
     among what begins new work at this time (``at_home``): where the person who works now
     left off, and may pick up again."""
-    starts = [launch.start for _n, launch in every]
+    starts = [launch.start for launch in launches]
     before, after = LEFT_OFF
     for back in range(1, 8):
         low = bisect_left(starts, now - back * DAY - before)
         high = bisect_left(starts, now - back * DAY + after)
         then = [
             launch.lead
-            for _n, launch in every[low:high]
+            for launch in launches[low:high]
             if launch.idle >= pause and launch.lead in at_home
         ]
         if then:
             when = "yesterday" if back == 1 else f"{back} days ago"
             return {then[-1]: (1.0, f"where the work at this time left off {when}")}
     return {}
-
