@@ -1,15 +1,16 @@
 """Replay a use trace (benchmarks/use_trace.py) against cache policies, through cmcache's own code.
 
 One pass *learns*: every use goes into a real index (``Index.record_use``,
-which keeps the runs prediction reads) and, at every session start and every hourly tick, the
-product's services answer as they would then: the forecast
+which keeps the runs prediction reads) and, at every session start, every hourly tick and just
+after every workflow starts, the product's services answer as they would then: the forecast
 (``services.cache.predict.read_forecast``) and what prefetch wants
 (``services.cache.prefetch.wanted_entries``: listed, predicted, popular). The log does not depend
 on the policy, so these answers serve every replay.
 
 Each replay then moves a simulated cache through time with the product's planners:
 ``plan_prune`` (after every session's downloads, and hourly, to the budget) and
-``plan_prefetch`` (hourly), least recently used first or by ``cost_order``.
+``plan_prefetch`` (hourly, as from cron; with prediction also once each workflow starts, as the
+ComfyUI node's `touch --prefetch` does), least recently used first or by ``cost_order``.
 
 - a session needs its template's models at its start: present → hit; else it waits for the
   download (size ÷ the source's throughput; downloads of one session share the link, so their
@@ -31,6 +32,7 @@ from typing import Any
 from cmcache.adapters.storage.index import Index
 from cmcache.core.catalog import Catalog
 from cmcache.core.manifest.entry import Entry
+from cmcache.core.planning.predict import IN_TIME
 from cmcache.core.planning.prefetch import Wanted, plan_prefetch
 from cmcache.core.planning.prune import Candidate, CostOrder, cost_order, plan_prune
 from cmcache.core.settings.model import PrefetchSettings
@@ -43,6 +45,7 @@ THROUGHPUT = {"huggingface.co": 50 * 2**20}  # bytes/s, as measured from a cloud
 KEEP_DAYS = 1 / 24
 POPULAR = 5
 PREDICTED = 3
+AFTER_LAUNCH = 5.0  # seconds: the node records a workflow's first uses in a batch
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,18 @@ def starts_and_ticks(trace: dict[str, Any]) -> tuple[list[float], list[float]]:
     return starts, ticks
 
 
+def launched(starts: list[float]) -> list[float]:
+    """When the node's `touch --prefetch` runs after each workflow starts."""
+    return sorted({start + AFTER_LAUNCH for start in starts})
+
+
 def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float) -> Learned:
     """Record every use in a real index; ask the product at every session start and tick."""
     began = time.perf_counter()
     catalog = catalog_of(trace)
     starts, ticks = starts_and_ticks(trace)
-    asks = sorted(set(starts) | set(ticks))
-    tick_set, start_set = set(ticks), set(starts)
+    asks = sorted(set(starts) | set(ticks) | set(launched(starts)))
+    tick_set, start_set = set(ticks) | set(launched(starts)), set(starts)
     with_popular = prefetch_settings(POPULAR, False, gap / 60)
     with_predict = prefetch_settings(POPULAR, True, gap / 60)
     settings: Any = Settings(with_predict)
@@ -135,7 +143,7 @@ def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float)
                 folder, filename = ref.split("/", 1)
                 index.record_use(folder, filename, at=at)
                 last, at_use = at, at_use + 1
-            seen = read_forecast(settings, index, now=ask)
+            seen = read_forecast(settings, index, now=ask, ahead=IN_TIME)
             moment = Moment(seen.chances())
             if ask in tick_set:
                 moment.popular = wanted_entries(with_popular, catalog, index, ask, seen)[0]
@@ -145,7 +153,8 @@ def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float)
             if ask in start_set and first is not None and first[0] == ask:  # its first need
                 under_way = last is not None and ask - last < gap
                 day = int((ask - trace["start"]) // 86400)
-                guesses.append((first[1], [p.ref for p in seen.ranked(3)], under_way, day))
+                top = read_forecast(settings, index, now=ask).ranked(3)
+                guesses.append((first[1], [p.ref for p in top], under_way, day))
         index.close()
     return Learned(moments, guesses, time.perf_counter() - began)
 
@@ -182,6 +191,8 @@ def replay(
     starts, ticks = starts_and_ticks(trace)
     events: list[tuple[float, int, Any]] = [(t, 0, None) for t in ticks]  # ticks first
     events += [(t, 1, n) for n, t in enumerate(starts)]
+    if policy.predict:  # the node's `touch --prefetch`: a prefetch once a workflow starts
+        events += [(t, 3, None) for t in launched(starts)]
     events += [(at, 2, ref) for at, ref, _ in uses]
     events.sort(key=lambda e: (e[0], e[1]))
     cache: dict[str, Held] = {}
@@ -264,8 +275,10 @@ def replay(
                     cache[ref] = Held(sizes[ref], now, now)
             result.peak = max(result.peak, sum(h.size for h in cache.values()))
             prune(now, set(needs))
-        else:
+        elif kind == 2:
             last_use[what] = now
+        else:
+            prefetch(now)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -218,3 +219,70 @@ def test_predict_limit_counts_workflows_each_with_its_companions(cli: Cli) -> No
     assert plan.json()["data"]["planned"] == ["checkpoints/a.bin", "checkpoints/vae.bin"]
     reason = plan.json()["data"]["reasons"]["checkpoints/vae.bin"]
     assert reason.startswith("predicted: comes with a.bin")
+
+
+def test_prefetch_plans_the_next_step_of_work_under_way(cli: Cli) -> None:
+    config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\n'
+    catalog(cli, ["a.bin", "b.bin", "c.bin"], config)
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for week in range(1, 5):  # on this weekday: C begins the day; later A, its next step B
+        day = now - 7 * week * DAY
+        index.record_use("checkpoints", "c.bin", at=day - 2 * 3600)
+        for minute in range(0, 30, 3):  # A at work for half an hour, B ten minutes after
+            index.record_use("checkpoints", "a.bin", at=day - 3600 + minute * 60)
+        index.record_use("checkpoints", "b.bin", at=day - 3600 + 40 * 60)
+    index.close()
+    assert cli("touch", "a.bin").code == 0  # A at work now: its next step comes when it ends
+    plan = cli("--json", "prefetch", "--dry-run")
+    assert plan.code == 0, plan.stderr
+    assert plan.json()["data"]["planned"] == ["checkpoints/b.bin"]
+    assert plan.json()["data"]["reasons"]["checkpoints/b.bin"] == (
+        "predicted: follows a.bin 4 of 4 times"
+    )
+
+
+def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
+    cli: Cli, origin: Origin
+) -> None:
+    digests = publish(
+        cli,
+        origin,
+        {"a.bin": MiB, "b.bin": MiB, "c.bin": MiB},
+        extra_config=FAST_RETRIES + "[prefetch]\npredict = true\n",
+    )
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for week in range(1, 5):  # on this weekday: A at work for half an hour, B ten minutes on
+        day = now - 7 * week * DAY
+        for minute in range(0, 30, 3):
+            index.record_use("checkpoints", "a.bin", at=day - 3600 + minute * 60)
+        index.record_use("checkpoints", "b.bin", at=day - 3600 + 40 * 60)
+    index.record_use("checkpoints", "c.bin", at=now - 600)  # C at work for ten minutes now
+    index.close()
+    # Another prompt's loads of C begin nothing: the use is recorded, nothing prefetched.
+    busy = cli("--json", "touch", "--prefetch", "c.bin")
+    assert busy.code == 0, busy.stderr
+    assert busy.json()["data"] == {"touched": ["checkpoints/c.bin"], "prefetch": None}
+    # What the ComfyUI node runs as a workflow loads A: the use, then what comes next.
+    done = cli("--json", "touch", "--prefetch", "a.bin")
+    assert done.code == 0, done.stderr
+    data = done.json()["data"]
+    assert data["touched"] == ["checkpoints/a.bin"]
+    assert "checkpoints/b.bin" in data["prefetch"]["downloaded"]  # (A, missing here, may come)
+    assert data["prefetch"]["reasons"]["checkpoints/b.bin"] == (
+        "predicted: follows a.bin 4 of 4 times"
+    )
+    fetched = cli.root / "checkpoints" / "b.bin"
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == digests["b.bin"]
+    # Without prediction, `--prefetch` only records the use.
+    cli.write_config(
+        f'{FAST_RETRIES}\n[[sources]]\nname = "test"\nurl = "{cli.home / "list.json"}"\n'
+    )
+    fetched.unlink()
+    quiet = cli("--json", "touch", "--prefetch", "a.bin")
+    assert quiet.code == 0 and quiet.json()["data"]["prefetch"] is None
+    assert not fetched.exists()
+    assert cli("--json", "touch", "a.bin").json()["data"] == {"touched": ["checkpoints/a.bin"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -72,15 +73,42 @@ def path(
 
 
 @app.command()
-def touch(refs: RefsArg) -> None:
+def touch(
+    refs: RefsArg,
+    prefetch: Annotated[
+        bool,
+        typer.Option(
+            "--prefetch",
+            help="Then, with [prefetch] predict = true and a workflow begun in the last minute,"
+            " prefetch what it makes likely next (its next step).",
+        ),
+    ] = False,
+) -> None:
     """Record a use of models without downloading them."""
-    from cmcache.services.cache.usage import touch_models
+    from cmcache.cli.prefetch_cmd import prefetch_now
+    from cmcache.core.planning.sessions import burst_for
+    from cmcache.services.cache.usage import began_work, touch_models
 
     st = state()
-    touched = touch_models(st.settings(), refs)
+    settings = st.settings()
+    began = time.time()
+    touched = touch_models(settings, refs)
     for ref in touched:
         st.out.line(f"touched {ref}")
-    st.out.finish({"touched": touched})
+    if not prefetch:
+        st.out.finish({"touched": touched})
+        return
+    since = began - burst_for(settings.prefetch.session_gap)
+    if not (settings.prefetch.predict and began_work(settings, since)):
+        st.out.finish({"touched": touched, "prefetch": None})  # no work begun: nothing new
+        return
+    done = prefetch_now(st, dry_run=False)
+    st.out.finish(
+        {"touched": touched, "prefetch": done.data},
+        errors=done.errors,
+        exit_code=done.exit_code,
+        partial=done.partial,
+    )
 
 
 def _pin(refs: list[str], pin_it: bool) -> None:

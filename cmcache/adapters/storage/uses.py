@@ -152,6 +152,11 @@ class UseLog:
                 out.append(Session(start, end, tuple(found)))
         return out
 
+    def latest_launch(self) -> float | None:
+        """When the latest workflow began (the latest launch's start), if any did."""
+        row = self._db.execute("SELECT max(start) FROM use_launches").fetchone()
+        return None if row[0] is None else float(row[0])
+
     def runs(self) -> list[Run]:
         """Every run of uses within the log's window, earliest first.
 

@@ -64,9 +64,14 @@ COMPANIONS_OF = 20  # the likeliest leads whose companions are scored
 COMPANION_LAUNCHES = 200  # the latest launches of a lead that its companions are counted over
 # Prefetch fetches a predicted lead at least this likely to lead the next launch: a wrong guess
 # costs a download and evicts something else. Chosen on the replay of three other months of the
-# benchmark's generator: the most waiting saved within 10 % more bytes (at 10 % of the library).
-WORTH_FETCHING = 0.17
+# benchmark's generator: the most waiting saved within 10 % more bytes (at 10 % of the library,
+# prefetch hourly and once each workflow starts).
+WORTH_FETCHING = 0.19
 COMES_ALONG = 0.5  # a companion that came with its lead this often is fetched with it
+# Prefetch and eviction plan for the next launch at least this far off: a download takes
+# minutes, so a launch sooner than that waits for it whatever was planned. Mid-work (nothing
+# idle yet), that launch is most likely the work's next step, not a launch on its heels.
+IN_TIME = 5 * 60.0
 # Weights, tuned on three other months of the benchmark's generator (benchmarks/predict_tune.py)
 # and measured on benchmarks/data/predict-trace.json.gz.
 # The chance of a next step while nothing has been in use for less than each share of the
@@ -138,16 +143,23 @@ def forecast(uses: Sequence[tuple[str, float]], *, now: float, gap: float) -> Fo
 
 
 def forecast_sessions(
-    sessions: list[Session], *, now: float, gap: float, runs: Callable[[], Sequence[Run]]
+    sessions: list[Session],
+    *,
+    now: float,
+    gap: float,
+    runs: Callable[[], Sequence[Run]],
+    ahead: float = 0.0,
 ) -> Forecast:
     """Score the models of ``sessions`` (earliest first, none after ``now``); ``runs`` gives
-    their runs, read only if eviction asks for chances."""
+    their runs, read only if eviction asks for chances. ``ahead``: score the next launch that
+    comes at least this many seconds from now (``IN_TIME``: what prefetch can still bring
+    before it is needed)."""
     if not sessions:
         return Forecast({}, {})
     launches = [launch for session in sessions for launch in session.launches]
     idle, since = quiet(sessions, now=now, gap=gap)
     step, new = evidence(launches, now=now, gap=gap, since=since)
-    leads = combine(chance_of_step(idle, gap), step, new)
+    leads = combine(chance_of_step(idle + ahead, gap), step, new)
 
     def usage() -> dict[str, float]:
         usage = _usage(sessions, now)
@@ -201,12 +213,15 @@ def combine(
     new: dict[str, Evidence],
     weights: tuple[dict[str, float], dict[str, float]] = (NEXT_STEP, NEW_WORK),
 ) -> dict[str, Prediction]:
-    """The two forecasts mixed, ``stepping`` the chance of a next step (the one forecast with
-    any evidence, if only one has). Each model's reason is the piece of evidence that added
+    """The two forecasts mixed, ``stepping`` the chance of a next step (the one forecast that
+    learned anything, if only one did). Each model's reason is the piece of evidence that added
     most to its score."""
     pieces: dict[str, list[tuple[float, str]]] = {}
-    if not any(step.values()) or not any(new.values()):  # one forecast alone: it takes all
-        stepping = 1.0 if any(step.values()) else 0.0
+    # One forecast alone takes all when the other learned nothing. The lead just launched is
+    # the next step's guess, not evidence: with nothing else, what begins new work here leads.
+    learned = any(by_ref for signal, by_ref in step.items() if signal != "again")
+    if not learned or not any(new.values()):
+        stepping = 0.0 if any(new.values()) and not learned else 1.0
     mixed = ((stepping, step, weights[0]), (1 - stepping, new, weights[1]))
     for share, found, signal_weights in mixed:
         if share <= 0:

@@ -128,13 +128,18 @@ class _Catalog:
 
 
 class _Uses:
-    """Uses of present models, recorded in one background `cmcache touch` per few seconds."""
+    """Uses of present models, recorded in one background `cmcache touch` per few seconds.
+
+    A batch is recorded by `touch --prefetch` when none such is still at work: if it began a
+    workflow and `[prefetch] predict` is on, cmcache goes on to fetch what comes next, which
+    takes as long as the downloads do. Meanwhile batches are recorded by a plain `touch`."""
 
     def __init__(self, cli):
         self.cli = cli
         self.pending = set()
         self.lock = threading.Lock()
         self.timer = None
+        self.prefetching = None
 
     def add(self, ref):
         with self.lock:
@@ -149,7 +154,10 @@ class _Uses:
             refs, self.pending, self.timer = sorted(self.pending), set(), None
         if refs:
             try:
-                self.cli.run("-q", "touch", *refs, timeout=120)
+                if self.prefetching is None or self.prefetching.poll() is not None:
+                    self.prefetching = self.cli.spawn("-q", "touch", "--prefetch", *refs)
+                else:
+                    self.cli.run("-q", "touch", *refs, timeout=120)
             except Exception as exc:
                 _warn_once("recording uses", exc)
 

@@ -20,12 +20,15 @@ if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings
 
 
-def read_forecast(settings: Settings, index: Index, now: float | None = None) -> Forecast:
+def read_forecast(
+    settings: Settings, index: Index, now: float | None = None, ahead: float = 0.0
+) -> Forecast:
     """Every model of the use log scored as of ``now`` (from the sessions the index keeps;
-    the runs of uses are read only if eviction asks for chances)."""
+    the runs of uses are read only if eviction asks for chances), for the next launch at
+    least ``ahead`` seconds away."""
     now = time.time() if now is None else now
     gap = settings.prefetch.session_gap
-    return forecast_sessions(index.sessions(), now=now, gap=gap, runs=index.runs)
+    return forecast_sessions(index.sessions(), now=now, gap=gap, runs=index.runs, ahead=ahead)
 
 
 def predict_models(settings: Settings, limit: int | None) -> list[Prediction]:

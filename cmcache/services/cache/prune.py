@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import ManifestError
 from cmcache.core.files import remove_quietly
+from cmcache.core.planning.predict import IN_TIME
 from cmcache.core.planning.prune import (
     Candidate,
     PrunePlan,
@@ -186,7 +187,7 @@ def run_prune(
     gone = [] if dry_run else reconcile(cache.index, cache.store)
     cost = None
     if settings is not None and settings.cache.policy == "cost":
-        cost = cost_order_for(cache.index, read_forecast(settings, cache.index))
+        cost = cost_order_for(cache.index, read_forecast(settings, cache.index, ahead=IN_TIME))
     plan = plan_prune(
         candidates(cache.index),
         now=time.time(),

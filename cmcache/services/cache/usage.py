@@ -23,6 +23,13 @@ def touch_models(settings: Settings, refs: list[str]) -> list[str]:
     return [t.ref for t in targets]
 
 
+def began_work(settings: Settings, since: float) -> bool:
+    """Whether a workflow began (its models' first uses: a launch) at ``since`` or later."""
+    with open_cache(settings) as cache:
+        latest = cache.index.latest_launch()
+    return latest is not None and latest >= since
+
+
 def pin_models(settings: Settings, refs: list[str], *, pin: bool) -> list[str]:
     """Pin (or unpin) each model; returns their refs."""
     targets = resolve_refs(settings, refs)
