@@ -18,6 +18,7 @@ ComfyUI node's `touch --prefetch` does), least recently used first or by ``cost_
   preempts prefetch's low one: the session waits for the rest of it, or for all of it when
   prefetch has not reached it yet, never for the models queued before it;
 - prefetch downloads one model after another in the background; bytes count, waiting does not;
+  a session's own downloads take the link first, so what prefetch has queued waits for them;
 - ``keep_days`` is one hour: a model in use is never evicted, everything else is fair game.
 """
 
@@ -32,7 +33,6 @@ from typing import Any
 from cmcache.adapters.storage.index import Index
 from cmcache.core.catalog import Catalog
 from cmcache.core.manifest.entry import Entry
-from cmcache.core.planning.predict import IN_TIME
 from cmcache.core.planning.prefetch import Wanted, plan_prefetch
 from cmcache.core.planning.prune import Candidate, CostOrder, cost_order, plan_prune
 from cmcache.core.settings.model import PrefetchSettings
@@ -143,7 +143,7 @@ def learn(trace: dict[str, Any], uses: list[tuple[float, str, int]], gap: float)
                 folder, filename = ref.split("/", 1)
                 index.record_use(folder, filename, at=at)
                 last, at_use = at, at_use + 1
-            seen = read_forecast(settings, index, now=ask, ahead=IN_TIME)
+            seen = read_forecast(settings, index, now=ask, planning=True)
             moment = Moment(seen.chances())
             if ask in tick_set:
                 moment.popular = wanted_entries(with_popular, catalog, index, ask, seen)[0]
@@ -258,6 +258,7 @@ def replay(
         elif kind == 1:
             needs = [refs[i] for i in trace["templates"][trace["sessions"][what][1]][1]]
             result.sessions += 1
+            own = 0.0  # seconds of the session's own downloads
             for ref in needs:
                 result.needs += 1
                 held = cache.get(ref)
@@ -267,12 +268,18 @@ def replay(
                     # The session's own pull (high priority) takes over: it waits for the rest
                     # of the download under way, or for its own download if not begun yet.
                     wait = min(held.ready - now, seconds(ref))
-                    result.waited += wait
+                    own += wait
                     held.ready = now + wait
                 else:
-                    result.waited += seconds(ref)
+                    own += seconds(ref)
                     result.bytes += sizes[ref]
                     cache[ref] = Held(sizes[ref], now, now)
+            result.waited += own
+            if own:  # its pulls take the link first: what prefetch has queued waits for them
+                for ref, held in cache.items():
+                    if held.ready > now and ref not in needs:
+                        held.ready += own
+                queue_free = max(queue_free, now) + own
             result.peak = max(result.peak, sum(h.size for h in cache.values()))
             prune(now, set(needs))
         elif kind == 2:

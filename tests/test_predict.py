@@ -277,6 +277,9 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
     )
     fetched = cli.root / "checkpoints" / "b.bin"
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == digests["b.bin"]
+    # The next batch of the same workflow: that launch has had its prefetch.
+    again = cli("--json", "touch", "--prefetch", "a.bin")
+    assert again.code == 0 and again.json()["data"]["prefetch"] is None
     # Without prediction, `--prefetch` only records the use.
     cli.write_config(
         f'{FAST_RETRIES}\n[[sources]]\nname = "test"\nurl = "{cli.home / "list.json"}"\n'
@@ -286,3 +289,22 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
     assert quiet.code == 0 and quiet.json()["data"]["prefetch"] is None
     assert not fetched.exists()
     assert cli("--json", "touch", "a.bin").json()["data"] == {"touched": ["checkpoints/a.bin"]}
+
+
+def test_a_short_session_gap_plans_next_steps_as_soon(cli: Cli) -> None:
+    config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\nsession_gap_minutes = 5\n'
+    catalog(cli, ["a.bin", "b.bin", "c.bin"], config)
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    now = time.time()
+    for week in range(1, 5):  # as above, in minutes: C, then A for three, B one minute on
+        day = now - 7 * week * DAY
+        index.record_use("checkpoints", "c.bin", at=day - 1200)
+        for second in range(0, 180, 30):
+            index.record_use("checkpoints", "a.bin", at=day - 600 + second)
+        index.record_use("checkpoints", "b.bin", at=day - 600 + 210)
+    index.close()
+    assert cli("touch", "a.bin").code == 0
+    plan = cli("--json", "prefetch", "--dry-run").json()["data"]
+    assert plan["planned"] == ["checkpoints/b.bin"]
+    assert plan["reasons"]["checkpoints/b.bin"] == "predicted: follows a.bin 4 of 4 times"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -10,7 +9,7 @@ import typer
 from cmcache.cli.app import app, state
 from cmcache.cli.common import pull_with_progress
 from cmcache.cli.output import error_item
-from cmcache.core.errors import DownloadError
+from cmcache.core.errors import CmcacheError, DownloadError
 
 RefsArg = Annotated[
     list[str], typer.Argument(metavar="REF…", help="Models: ref, alias, name or filename.")
@@ -79,35 +78,45 @@ def touch(
         bool,
         typer.Option(
             "--prefetch",
-            help="Then, with [prefetch] predict = true and a workflow begun in the last minute,"
-            " prefetch what it makes likely next (its next step).",
+            help="Then, with [prefetch] predict = true, once per workflow begun just now (by"
+            " these uses or a pull just before): prefetch, which fetches what it makes likely"
+            " next.",
         ),
     ] = False,
 ) -> None:
-    """Record a use of models without downloading them."""
+    """Record a use of models (downloading nothing, unless --prefetch finds work begun)."""
     from cmcache.cli.prefetch_cmd import prefetch_now
-    from cmcache.core.planning.sessions import burst_for
-    from cmcache.services.cache.usage import began_work, touch_models
+    from cmcache.services.cache.usage import touch_models
 
     st = state()
     settings = st.settings()
-    began = time.time()
-    touched = touch_models(settings, refs)
+    claim = prefetch and settings.prefetch.predict
+    touched, began = touch_models(settings, refs, claim=claim)
     for ref in touched:
         st.out.line(f"touched {ref}")
     if not prefetch:
         st.out.finish({"touched": touched})
         return
-    since = began - burst_for(settings.prefetch.session_gap)
-    if not (settings.prefetch.predict and began_work(settings, since)):
-        st.out.finish({"touched": touched, "prefetch": None})  # no work begun: nothing new
+    if not began:  # no workflow begun just now, or prediction off: nothing new to plan for
+        st.out.finish({"touched": touched, "prefetch": None})
         return
-    done = prefetch_now(st, dry_run=False)
+    try:
+        done = prefetch_now(st, dry_run=False)
+    except CmcacheError as exc:  # the uses are recorded all the same
+        st.out.error(exc.message, exc.hint)
+        error = error_item(exc.ref, exc.exit_code, exc.message)
+        st.out.finish(
+            {"touched": touched, "prefetch": None},
+            errors=[error],
+            exit_code=exc.exit_code,
+            partial=True,
+        )
+        return
     st.out.finish(
         {"touched": touched, "prefetch": done.data},
         errors=done.errors,
         exit_code=done.exit_code,
-        partial=done.partial,
+        partial=True,  # the uses are recorded whatever the prefetch did
     )
 
 

@@ -152,10 +152,18 @@ class UseLog:
                 out.append(Session(start, end, tuple(found)))
         return out
 
-    def latest_launch(self) -> float | None:
-        """When the latest workflow began (the latest launch's start), if any did."""
-        row = self._db.execute("SELECT max(start) FROM use_launches").fetchone()
-        return None if row[0] is None else float(row[0])
+    def claim_launch(self, since: float) -> bool:
+        """Whether a workflow began (a launch) at ``since`` or later that no call before
+        claimed; claims it. What `touch --prefetch` prefetches for, once per launch."""
+        with self._tx() as db:
+            (latest,) = db.execute("SELECT max(start) FROM use_launches").fetchone()
+            if latest is None or latest < since:
+                return False
+            row = db.execute("SELECT value FROM meta WHERE key = 'launch_claimed'").fetchone()
+            if row is not None and float(row[0]) >= latest:
+                return False
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('launch_claimed', ?)", (repr(latest),))
+            return True
 
     def runs(self) -> list[Run]:
         """Every run of uses within the log's window, earliest first.

@@ -68,10 +68,6 @@ COMPANION_LAUNCHES = 200  # the latest launches of a lead that its companions ar
 # prefetch hourly and once each workflow starts).
 WORTH_FETCHING = 0.19
 COMES_ALONG = 0.5  # a companion that came with its lead this often is fetched with it
-# Prefetch and eviction plan for the next launch at least this far off: a download takes
-# minutes, so a launch sooner than that waits for it whatever was planned. Mid-work (nothing
-# idle yet), that launch is most likely the work's next step, not a launch on its heels.
-IN_TIME = 5 * 60.0
 # Weights, tuned on three other months of the benchmark's generator (benchmarks/predict_tune.py)
 # and measured on benchmarks/data/predict-trace.json.gz.
 # The chance of a next step while nothing has been in use for less than each share of the
@@ -152,8 +148,7 @@ def forecast_sessions(
 ) -> Forecast:
     """Score the models of ``sessions`` (earliest first, none after ``now``); ``runs`` gives
     their runs, read only if eviction asks for chances. ``ahead``: score the next launch that
-    comes at least this many seconds from now (``IN_TIME``: what prefetch can still bring
-    before it is needed)."""
+    comes at least this many seconds from now (``in_time``, for prefetch and eviction)."""
     if not sessions:
         return Forecast({}, {})
     launches = [launch for session in sessions for launch in session.launches]
@@ -197,6 +192,14 @@ def evidence(
         "left_off": left_off(launches, now, pause, began),
     }
     return step, new
+
+
+def in_time(gap: float) -> float:
+    """How far off the launch is that prefetch and eviction plan for: a quarter of the step
+    pause (5 minutes at the default gap). A download takes minutes, so a launch sooner than
+    that waits for it whatever was planned; and mid-work (nothing idle yet) the launch after
+    that is most likely the work's next step, not someone's launch on its heels."""
+    return step_pause(gap) / 4
 
 
 def chance_of_step(

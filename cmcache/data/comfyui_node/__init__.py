@@ -132,18 +132,19 @@ class _Uses:
 
     A batch is recorded by `touch --prefetch` when none such is still at work: if it began a
     workflow and `[prefetch] predict` is on, cmcache goes on to fetch what comes next, which
-    takes as long as the downloads do. Meanwhile batches are recorded by a plain `touch`."""
+    takes as long as the downloads do (a thread reaps it). Meanwhile batches are recorded by a
+    plain `touch`."""
 
     def __init__(self, cli):
         self.cli = cli
-        self.pending = set()
+        self.pending = {}  # in the order loaded: the first model leads the workflow's launch
         self.lock = threading.Lock()
         self.timer = None
         self.prefetching = None
 
     def add(self, ref):
         with self.lock:
-            self.pending.add(ref)
+            self.pending.setdefault(ref, None)
             if self.timer is None:
                 self.timer = threading.Timer(2.0, self.flush)
                 self.timer.daemon = True
@@ -151,12 +152,15 @@ class _Uses:
 
     def flush(self):
         with self.lock:
-            refs, self.pending, self.timer = sorted(self.pending), set(), None
+            refs, self.pending, self.timer = list(self.pending), {}, None
         if refs:
             try:
-                if self.prefetching is None or self.prefetching.poll() is not None:
-                    self.prefetching = self.cli.spawn("-q", "touch", "--prefetch", *refs)
-                else:
+                with self.lock:
+                    idle = self.prefetching is None or self.prefetching.poll() is not None
+                    if idle:
+                        self.prefetching = self.cli.spawn("-q", "touch", "--prefetch", *refs)
+                        threading.Thread(target=self.prefetching.wait, daemon=True).start()
+                if not idle:
                     self.cli.run("-q", "touch", *refs, timeout=120)
             except Exception as exc:
                 _warn_once("recording uses", exc)

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cmcache.core.planning.predict import forecast_sessions
+from cmcache.core.planning.predict import forecast_sessions, in_time
 from cmcache.core.planning.prune import CostOrder, cost_order
 from cmcache.services.cache.store import existing_index
 
@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 
 
 def read_forecast(
-    settings: Settings, index: Index, now: float | None = None, ahead: float = 0.0
+    settings: Settings, index: Index, now: float | None = None, *, planning: bool = False
 ) -> Forecast:
     """Every model of the use log scored as of ``now`` (from the sessions the index keeps;
-    the runs of uses are read only if eviction asks for chances), for the next launch at
-    least ``ahead`` seconds away."""
+    the runs of uses are read only if eviction asks for chances): for the next launch, or
+    with ``planning`` (prefetch, eviction) for the next one prefetch can still be in time
+    for (``in_time``)."""
     now = time.time() if now is None else now
     gap = settings.prefetch.session_gap
+    ahead = in_time(gap) if planning else 0.0
     return forecast_sessions(index.sessions(), now=now, gap=gap, runs=index.runs, ahead=ahead)
 
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import ManifestError, RefError
-from cmcache.core.planning.predict import IN_TIME
 from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.queue import PRIORITIES
 from cmcache.core.targets import Outcome, PullHooks, PullOptions
@@ -140,7 +139,7 @@ def run_prefetch(
         cost_policy = settings.cache.policy == "cost"
         seen = None
         if settings.prefetch.predict or cost_policy:
-            seen = read_forecast(settings, cache.index, now, ahead=IN_TIME)
+            seen = read_forecast(settings, cache.index, now, planning=True)
         wants, warnings = wanted_entries(settings.prefetch, catalog, cache.index, now, seen)
         flows, flow_warnings = workflow_entries(settings, catalog, cache.store)
         listed = {w.entry.ref for w in wants}

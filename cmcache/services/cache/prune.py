@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from cmcache.adapters.storage.locks import FileLock
 from cmcache.core.errors import ManifestError
 from cmcache.core.files import remove_quietly
-from cmcache.core.planning.predict import IN_TIME
 from cmcache.core.planning.prune import (
     Candidate,
     PrunePlan,
@@ -187,7 +186,7 @@ def run_prune(
     gone = [] if dry_run else reconcile(cache.index, cache.store)
     cost = None
     if settings is not None and settings.cache.policy == "cost":
-        cost = cost_order_for(cache.index, read_forecast(settings, cache.index, ahead=IN_TIME))
+        cost = cost_order_for(cache.index, read_forecast(settings, cache.index, planning=True))
     plan = plan_prune(
         candidates(cache.index),
         now=time.time(),

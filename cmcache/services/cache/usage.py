@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from cmcache.core.planning.sessions import burst_for
 from cmcache.services.cache.store import open_cache
 from cmcache.services.pull.run import resolve_refs
 
@@ -12,22 +13,20 @@ if TYPE_CHECKING:
     from cmcache.core.settings.model import Settings
 
 
-def touch_models(settings: Settings, refs: list[str]) -> list[str]:
-    """Record a use of each model now (one moment for all, in the order given); returns their
-    refs."""
+def touch_models(
+    settings: Settings, refs: list[str], *, claim: bool = False
+) -> tuple[list[str], bool]:
+    """Record a use of each model now (one moment for all, in the order given). Returns their
+    refs and, with ``claim``, whether a workflow began just now (these uses or others within
+    the burst of a launch) that no `touch` before claimed."""
     targets = resolve_refs(settings, refs)
     now = time.time()
     with open_cache(settings) as cache:
         for target in targets:
             cache.index.record_use(target.entry.folder, target.entry.filename, at=now)
-    return [t.ref for t in targets]
-
-
-def began_work(settings: Settings, since: float) -> bool:
-    """Whether a workflow began (its models' first uses: a launch) at ``since`` or later."""
-    with open_cache(settings) as cache:
-        latest = cache.index.latest_launch()
-    return latest is not None and latest >= since
+        since = now - burst_for(settings.prefetch.session_gap)
+        claimed = claim and cache.index.claim_launch(since)
+    return [t.ref for t in targets], claimed
 
 
 def pin_models(settings: Settings, refs: list[str], *, pin: bool) -> list[str]:
