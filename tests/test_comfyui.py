@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 from comfy import make_comfyui, run_comfyui
 from conftest import Cli
 from origin import Origin
-from pulling import publish, wait_for
+from pulling import FAST_RETRIES, publish, wait_for
+
+from cmcache.adapters.storage.index import Index
 
 MiB = 1 << 20
 
@@ -239,3 +242,31 @@ def pulls_running(marker: str) -> bool:
         if b"cmcache" in args and b"pull" in args and marker.encode() in args:
             return True
     return False
+
+
+def test_a_workflow_starting_fetches_its_next_step_in_the_background(
+    cli: Cli, comfy: Path, origin: Origin
+) -> None:
+    digests = publish(
+        cli,
+        origin,
+        {"base.safetensors": MiB, "refiner.safetensors": MiB},
+        extra_config=FAST_RETRIES + "[prefetch]\npredict = true\n",
+    )
+    assert cli("pull", "base.safetensors").code == 0  # the workflow's first load fetches it
+    index = Index(comfy / "models" / ".cmcache" / "index.sqlite3")
+    now = time.time()
+    for week in range(1, 5):  # on this weekday: the base at work for half an hour, then its
+        day = now - 7 * week * 86400  # refiner ten minutes on
+        for minute in range(0, 30, 3):
+            index.record_use("checkpoints", "base.safetensors", at=day - 3600 + minute * 60)
+        index.record_use("checkpoints", "refiner.safetensors", at=day - 3600 + 40 * 60)
+    index.close()
+    assert cli("comfyui", "install").code == 0
+    ops: list[list[Any]] = [["full", "checkpoints", "base.safetensors"], ["sleep", 6]]
+    results, log = run_comfyui(comfy, ops, comfy_env(cli))
+    assert results[0] == str(comfy / "models" / "checkpoints" / "base.safetensors")
+    refiner = comfy / "models" / "checkpoints" / "refiner.safetensors"
+    wait_for(refiner.exists, timeout=60, what="the refiner, fetched ahead")
+    assert hashlib.sha256(refiner.read_bytes()).hexdigest() == digests["refiner.safetensors"]
+    assert "cmcache" not in log
