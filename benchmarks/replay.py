@@ -258,7 +258,7 @@ def replay(
         elif kind == 1:
             needs = [refs[i] for i in trace["templates"][trace["sessions"][what][1]][1]]
             result.sessions += 1
-            own = 0.0  # seconds of the session's own downloads
+            own = fresh = 0.0  # seconds the session waits; of them, its own new downloads
             for ref in needs:
                 result.needs += 1
                 held = cache.get(ref)
@@ -272,14 +272,16 @@ def replay(
                     held.ready = now + wait
                 else:
                     own += seconds(ref)
+                    fresh += seconds(ref)
                     result.bytes += sizes[ref]
                     cache[ref] = Held(sizes[ref], now, now)
             result.waited += own
-            if own:  # its pulls take the link first: what prefetch has queued waits for them
+            if fresh:  # its new pulls take the link first: prefetch's queue waits for them (a
+                # model taken over from the queue keeps the slot it had there)
                 for ref, held in cache.items():
                     if held.ready > now and ref not in needs:
-                        held.ready += own
-                queue_free = max(queue_free, now) + own
+                        held.ready += fresh
+                queue_free = max(queue_free, now) + fresh
             result.peak = max(result.peak, sum(h.size for h in cache.values()))
             prune(now, set(needs))
         elif kind == 2:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 from conftest import Cli
+from filelock import FileLock
 from origin import Origin
 from pulling import FAST_RETRIES, publish
 
@@ -266,7 +267,12 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
     busy = cli("--json", "touch", "--prefetch", "c.bin")
     assert busy.code == 0, busy.stderr
     assert busy.json()["data"] == {"touched": ["checkpoints/c.bin"], "prefetch": None}
-    # What the ComfyUI node runs as a workflow loads A: the use, then what comes next.
+    # What the ComfyUI node runs as a workflow loads A: the use, then what comes next; while
+    # another prefetch runs (cron's), the launch waits for the next batch.
+    with FileLock(cli.root / ".cmcache" / "prefetch.lock"):
+        held = cli("--json", "touch", "--prefetch", "a.bin")
+    assert held.code == 0, held.stderr
+    assert held.json()["data"]["prefetch"] == {"skipped": "another prefetch is running"}
     done = cli("--json", "touch", "--prefetch", "a.bin")
     assert done.code == 0, done.stderr
     data = done.json()["data"]

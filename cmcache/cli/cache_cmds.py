@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -86,7 +87,7 @@ def touch(
 ) -> None:
     """Record a use of models (downloading nothing, unless --prefetch finds work begun)."""
     from cmcache.cli.prefetch_cmd import prefetch_now
-    from cmcache.services.cache.usage import touch_models
+    from cmcache.services.cache.usage import release_launch, touch_models
 
     st = state()
     settings = st.settings()
@@ -97,12 +98,14 @@ def touch(
     if not prefetch:
         st.out.finish({"touched": touched})
         return
-    if not began:  # no workflow begun just now, or prediction off: nothing new to plan for
+    if began is None:  # no workflow begun just now, or prediction off: nothing new to plan
         st.out.finish({"touched": touched, "prefetch": None})
         return
     try:
         done = prefetch_now(st, dry_run=False)
     except CmcacheError as exc:  # the uses are recorded all the same
+        with contextlib.suppress(CmcacheError):
+            release_launch(settings, began)
         st.out.error(exc.message, exc.hint)
         error = error_item(exc.ref, exc.exit_code, exc.message)
         st.out.finish(
@@ -112,6 +115,8 @@ def touch(
             partial=True,
         )
         return
+    if done.busy:
+        release_launch(settings, began)
     st.out.finish(
         {"touched": touched, "prefetch": done.data},
         errors=done.errors,

@@ -152,18 +152,30 @@ class UseLog:
                 out.append(Session(start, end, tuple(found)))
         return out
 
-    def claim_launch(self, since: float) -> bool:
-        """Whether a workflow began (a launch) at ``since`` or later that no call before
-        claimed; claims it. What `touch --prefetch` prefetches for, once per launch."""
+    def claim_launch(self, since: float) -> float | None:
+        """The start of a workflow begun (a launch) at ``since`` or later that no call before
+        claimed, now claimed; else None. What `touch --prefetch` prefetches for, once per
+        launch."""
         with self._tx() as db:
             (latest,) = db.execute("SELECT max(start) FROM use_launches").fetchone()
             if latest is None or latest < since:
-                return False
+                return None
             row = db.execute("SELECT value FROM meta WHERE key = 'launch_claimed'").fetchone()
-            if row is not None and float(row[0]) >= latest:
-                return False
+            try:
+                claimed = float(row[0]) if row is not None else None
+            except ValueError:  # not ours to trust: as good as no claim
+                claimed = None
+            if claimed is not None and claimed >= latest:
+                return None
             db.execute("INSERT OR REPLACE INTO meta VALUES ('launch_claimed', ?)", (repr(latest),))
-            return True
+            return float(latest)
+
+    def release_launch(self, start: float) -> None:
+        """Give back the claim on the launch at ``start`` (its prefetch did not run)."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM meta WHERE key = 'launch_claimed' AND value = ?", (repr(start),)
+            )
 
     def runs(self) -> list[Run]:
         """Every run of uses within the log's window, earliest first.
