@@ -46,6 +46,16 @@ def forget_uses(cli: Cli, names: list[str], days_ago: float) -> None:
             db.execute("DELETE FROM use_runs WHERE filename = ?", (name,))
 
 
+def work_then_step(index: Index, now: float, minute: float = 60.0) -> None:
+    """On this weekday, four weeks running: A at work for half an hour (a use every three
+    minutes), then B, its next step, ten minutes on; ``minute`` scales the clock."""
+    for week in range(1, 5):
+        start = now - 7 * week * DAY - 60 * minute
+        for at in range(0, 30, 3):
+            index.record_use("checkpoints", "a.bin", at=start + at * minute)
+        index.record_use("checkpoints", "b.bin", at=start + 40 * minute)
+
+
 def test_after_a_then_b_in_five_sessions_a_session_with_a_predicts_b_first(cli: Cli) -> None:
     catalog(cli, ["a.bin", "b.bin", "c.bin", "d.bin"])
     cli.root.mkdir(parents=True, exist_ok=True)
@@ -228,12 +238,9 @@ def test_prefetch_plans_the_next_step_of_work_under_way(cli: Cli) -> None:
     cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
-    for week in range(1, 5):  # on this weekday: C begins the day; later A, its next step B
-        day = now - 7 * week * DAY
-        index.record_use("checkpoints", "c.bin", at=day - 2 * 3600)
-        for minute in range(0, 30, 3):  # A at work for half an hour, B ten minutes after
-            index.record_use("checkpoints", "a.bin", at=day - 3600 + minute * 60)
-        index.record_use("checkpoints", "b.bin", at=day - 3600 + 40 * 60)
+    work_then_step(index, now)
+    for week in range(1, 5):  # and C began the day, on the same weekday
+        index.record_use("checkpoints", "c.bin", at=now - 7 * week * DAY - 2 * 3600)
     index.close()
     assert cli("touch", "a.bin").code == 0  # A at work now: its next step comes when it ends
     plan = cli("--json", "prefetch", "--dry-run")
@@ -256,11 +263,7 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
     cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
-    for week in range(1, 5):  # on this weekday: A at work for half an hour, B ten minutes on
-        day = now - 7 * week * DAY
-        for minute in range(0, 30, 3):
-            index.record_use("checkpoints", "a.bin", at=day - 3600 + minute * 60)
-        index.record_use("checkpoints", "b.bin", at=day - 3600 + 40 * 60)
+    work_then_step(index, now)
     index.record_use("checkpoints", "c.bin", at=now - 600)  # C at work for ten minutes now
     index.close()
     # Another prompt's loads of C begin nothing: the use is recorded, nothing prefetched.
@@ -303,12 +306,9 @@ def test_a_short_session_gap_plans_next_steps_as_soon(cli: Cli) -> None:
     cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
-    for week in range(1, 5):  # as above, in minutes: C, then A for three, B one minute on
-        day = now - 7 * week * DAY
-        index.record_use("checkpoints", "c.bin", at=day - 1200)
-        for second in range(0, 180, 30):
-            index.record_use("checkpoints", "a.bin", at=day - 600 + second)
-        index.record_use("checkpoints", "b.bin", at=day - 600 + 210)
+    work_then_step(index, now, minute=6.0)  # a tenth of the time: A for three minutes
+    for week in range(1, 5):
+        index.record_use("checkpoints", "c.bin", at=now - 7 * week * DAY - 1200)
     index.close()
     assert cli("touch", "a.bin").code == 0
     plan = cli("--json", "prefetch", "--dry-run").json()["data"]
