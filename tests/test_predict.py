@@ -314,3 +314,27 @@ def test_a_short_session_gap_plans_next_steps_as_soon(cli: Cli) -> None:
     plan = cli("--json", "prefetch", "--dry-run").json()["data"]
     assert plan["planned"] == ["checkpoints/b.bin"]
     assert plan["reasons"]["checkpoints/b.bin"] == "predicted: follows a.bin 4 of 4 times"
+
+
+def test_touch_prefetch_without_an_engine_keeps_the_uses(cli: Cli, origin: Origin) -> None:
+    publish(
+        cli,
+        origin,
+        {"a.bin": MiB, "b.bin": MiB},
+        extra_config=FAST_RETRIES + 'aria2c = "/nonexistent/aria2c"\n[prefetch]\npredict = true\n',
+    )
+    cli.root.mkdir(parents=True, exist_ok=True)
+    index = index_of(cli)
+    work_then_step(index, time.time())
+    index.close()
+    failed = cli("--json", "touch", "--prefetch", "a.bin")
+    assert failed.code == 5, failed.stderr
+    envelope = failed.json()
+    assert envelope["status"] == "partial" and envelope["exit_code"] == 5
+    assert envelope["data"]["touched"] == ["checkpoints/a.bin"]
+    assert envelope["data"]["prefetch"]["downloaded"] == []
+    assert [e["ref"] for e in envelope["errors"]] == ["checkpoints/b.bin"]
+    assert "aria2c" in envelope["errors"][0]["message"]
+    with sqlite3.connect(cli.root / ".cmcache" / "index.sqlite3") as db:
+        (used,) = db.execute("SELECT last_used FROM usage WHERE filename = 'a.bin'").fetchone()
+    assert time.time() - used < 60  # the use is recorded

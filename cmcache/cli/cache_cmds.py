@@ -86,7 +86,7 @@ def touch(
     ] = False,
 ) -> None:
     """Record a use of models (downloading nothing, unless --prefetch finds work begun)."""
-    from cmcache.cli.prefetch_cmd import prefetch_now
+    from cmcache.cli.prefetch_cmd import Done, prefetch_now
     from cmcache.services.cache.usage import release_launch, touch_models
 
     st = state()
@@ -103,22 +103,15 @@ def touch(
         return
     try:
         done = prefetch_now(st, dry_run=False)
-    except CmcacheError as exc:  # the uses are recorded all the same
-        with contextlib.suppress(CmcacheError):
-            release_launch(settings, began)
+    except CmcacheError as exc:  # it could not start (no engine, a bad catalog)
         st.out.error(exc.message, exc.hint)
         error = error_item(exc.ref, exc.exit_code, exc.message)
-        st.out.finish(
-            {"touched": touched, "prefetch": None},
-            errors=[error],
-            exit_code=exc.exit_code,
-            partial=True,
-        )
-        return
-    if done.busy:
-        release_launch(settings, began)
+        done = Done({}, [error], exc.exit_code, ran=False)
+    if not done.ran:  # the launch's next batch may try again
+        with contextlib.suppress(CmcacheError):
+            release_launch(settings, began)
     st.out.finish(
-        {"touched": touched, "prefetch": done.data},
+        {"touched": touched, "prefetch": done.data or None},
         errors=done.errors,
         exit_code=done.exit_code,
         partial=True,  # the uses are recorded whatever the prefetch did

@@ -23,7 +23,7 @@ class Done:
     errors: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int = 0
     partial: bool = False
-    busy: bool = False  # another prefetch was running: nothing was planned
+    ran: bool = True  # False: another prefetch was running, or it could not start
 
 
 @app.command()
@@ -50,7 +50,7 @@ def prefetch_now(st: AppState, *, dry_run: bool) -> Done:
         )
     if report.busy:
         st.out.line("prefetch: another prefetch is running; nothing to do")
-        return Done({"skipped": "another prefetch is running"}, busy=True)
+        return Done({"skipped": "another prefetch is running"}, ran=False)
     plan = report.plan
     if dry_run:
         for want in plan.fetch:
