@@ -32,6 +32,8 @@ def catalog(cli: Cli, names: list[str], config: str = "") -> None:
 
 
 def index_of(cli: Cli) -> Index:
+    """The root's index (the root made first, if need be), to write past uses into."""
+    cli.root.mkdir(parents=True, exist_ok=True)
     return Index(cli.root / ".cmcache" / "index.sqlite3")
 
 
@@ -58,7 +60,6 @@ def work_then_step(index: Index, now: float, minute: float = 60.0) -> None:
 
 def test_after_a_then_b_in_five_sessions_a_session_with_a_predicts_b_first(cli: Cli) -> None:
     catalog(cli, ["a.bin", "b.bin", "c.bin", "d.bin"])
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     for day in range(1, 6):  # A then B, and later C then D, on each of five days
@@ -191,7 +192,6 @@ def test_cost_policy_evicts_the_cheap_to_refetch_model_first_at_equal_recency(
 
 def test_what_follows_a_model_at_this_time_of_day_comes_first(cli: Cli) -> None:
     catalog(cli, ["a.bin", "b.bin", "c.bin"])
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     for week in range(1, 5):  # on this weekday: A then B around now, A then C twelve hours away
@@ -214,7 +214,6 @@ def test_what_follows_a_model_at_this_time_of_day_comes_first(cli: Cli) -> None:
 def test_predict_limit_counts_workflows_each_with_its_companions(cli: Cli) -> None:
     config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\npredict_limit = 1\n'
     catalog(cli, ["a.bin", "vae.bin", "c.bin"], config)
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     for week in range(1, 5):  # on this weekday: a workflow of A with its VAE now; C most weeks
@@ -235,7 +234,6 @@ def test_predict_limit_counts_workflows_each_with_its_companions(cli: Cli) -> No
 def test_prefetch_plans_the_next_step_of_work_under_way(cli: Cli) -> None:
     config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\n'
     catalog(cli, ["a.bin", "b.bin", "c.bin"], config)
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     work_then_step(index, now)
@@ -260,7 +258,6 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
         {"a.bin": MiB, "b.bin": MiB, "c.bin": MiB},
         extra_config=FAST_RETRIES + "[prefetch]\npredict = true\n",
     )
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     work_then_step(index, now)
@@ -303,7 +300,6 @@ def test_touch_prefetch_fetches_the_next_step_once_a_workflow_starts(
 def test_a_short_session_gap_plans_next_steps_as_soon(cli: Cli) -> None:
     config = '[cache]\nmax_size = "1G"\n[prefetch]\npredict = true\nsession_gap_minutes = 5\n'
     catalog(cli, ["a.bin", "b.bin", "c.bin"], config)
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     now = time.time()
     work_then_step(index, now, minute=6.0)  # a tenth of the time: A for three minutes
@@ -323,7 +319,6 @@ def test_touch_prefetch_without_an_engine_keeps_the_uses(cli: Cli, origin: Origi
         {"a.bin": MiB, "b.bin": MiB},
         extra_config=FAST_RETRIES + 'aria2c = "/nonexistent/aria2c"\n[prefetch]\npredict = true\n',
     )
-    cli.root.mkdir(parents=True, exist_ok=True)
     index = index_of(cli)
     work_then_step(index, time.time())
     index.close()

@@ -9,7 +9,7 @@ import pytest
 
 from cmcache.adapters.storage.index import Index
 from cmcache.core.manifest.entry import Entry
-from cmcache.core.planning.predict import combine, forecast
+from cmcache.core.planning.predict import forecast
 from cmcache.core.planning.prefetch import PrefetchPlan, Wanted, plan_prefetch
 from cmcache.core.planning.prune import (
     DAY,
@@ -261,12 +261,12 @@ def test_thin_evidence_stays_a_hint_and_a_busy_box_still_gets_a_forecast() -> No
 
 
 def test_the_lead_just_launched_is_a_guess_and_learned_new_work_outweighs_it() -> None:
-    guess = {"again": {"m/now": (1.0, "launched last")}}
-    learned = {"began": {"m/daily": (6 / 7, "began new work at this time of day 6 of 6 times")}}
-    leads = combine(0.9, guess, learned)
-    assert max(leads.values(), key=lambda p: p.score).ref == "m/daily"
-    alone = combine(0.9, guess, {})  # with nothing else, the guess is the forecast
-    assert list(alone) == ["m/now"]
+    daily = [(NOW - 7 * week * DAY, [("m/daily", 0.0)]) for week in range(1, 7)]
+    seen = forecast(uses(*daily, (NOW - 10, [("m/now", 0.0)])), now=NOW, gap=1800)
+    assert seen.ranked(1)[0].ref == "m/daily"
+    assert seen.ranked(1)[0].reason == "began new work at this time of day 6 of 6 times"
+    alone = forecast(uses((NOW - 10, [("m/now", 0.0)])), now=NOW, gap=1800)
+    assert [p.ref for p in alone.ranked()] == ["m/now"]  # with nothing else, the guess leads
 
 
 def test_nothing_is_predicted_from_an_empty_log() -> None:

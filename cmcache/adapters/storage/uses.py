@@ -110,7 +110,7 @@ class UseLog:
             "SELECT start, end, last_first FROM use_sessions ORDER BY start DESC LIMIT 1"
         ).fetchone()
         if latest is not None and at < latest[1] - LATE:  # out of order: redo from where it falls
-            self._summarise_log(db, since=at)
+            self._summarise_log(db, at)
             return
         idle = self.session_gap if latest is None else max(0.0, at - latest[1])
         if idle >= self.session_gap:
@@ -157,7 +157,10 @@ class UseLog:
         claimed, now claimed; else None. What `touch --prefetch` prefetches for, once per
         launch."""
         with self._tx() as db:
-            (latest,) = db.execute("SELECT max(start) FROM use_launches").fetchone()
+            (latest,) = db.execute(  # in the latest session: both tables are indexed by it
+                "SELECT max(start) FROM use_launches "
+                "WHERE session = (SELECT max(start) FROM use_sessions)"
+            ).fetchone()
             if latest is None or latest < since:
                 return None
             row = db.execute("SELECT value FROM meta WHERE key = 'launch_claimed'").fetchone()
@@ -224,19 +227,16 @@ class UseLog:
             "INSERT INTO use_runs VALUES (?, ?, ?, ?, ?)",
             ((*r.ref.split("/", 1), r.first, r.last, r.uses) for r in runs),
         )
-        self._summarise_log(db, runs)
+        self._summarise_log(db)
         db.execute("DELETE FROM meta WHERE key = 'use_gap'")  # schema 5's
         db.execute(
             "INSERT OR REPLACE INTO meta VALUES ('use_summary_gap', ?)", (repr(self.session_gap),)
         )
 
-    def _summarise_log(
-        self, db: Any, runs: list[Run] | None = None, since: float | None = None
-    ) -> None:
-        """Recompute the sessions and launches from the log (inside the caller's transaction):
-        all of them, or from the session a late use at ``since`` falls in (a session begins
-        after a silence of the gap, which a later use cannot fill). ``runs``: the log's runs,
-        when the caller has them."""
+    def _summarise_log(self, db: Any, since: float | None = None) -> None:
+        """Recompute the sessions and launches from the log and the runs (inside the caller's
+        transaction): all of them, or from the session a late use at ``since`` falls in (a
+        session begins after a silence of the gap, which a later use cannot fill)."""
         start = None
         if since is not None:
             start = db.execute(
@@ -250,14 +250,11 @@ class UseLog:
             db.execute("DELETE FROM use_launches WHERE session >= ?", (start,))
             db.execute("DELETE FROM use_sessions WHERE start >= ?", (start,))
             before = db.execute("SELECT max(at) FROM use_log WHERE at < ?", (start,)).fetchone()[0]
-        if runs is not None:
-            firsts = [run.first for run in runs]
-        else:
-            rows = db.execute(
-                "SELECT first FROM use_runs WHERE first >= ? ORDER BY first",
-                (-math.inf if start is None else start,),
-            )
-            firsts = [row[0] for row in rows]
+        rows = db.execute(
+            "SELECT first FROM use_runs WHERE first >= ? ORDER BY first",
+            (-math.inf if start is None else start,),
+        )
+        firsts = [row[0] for row in rows]
         uses = self._uses_from_log(db, start)
         for session in sessions_from_uses(uses, self.session_gap, before):
             # The session's latest first use: a run that began at or before its end.

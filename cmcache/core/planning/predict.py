@@ -179,18 +179,17 @@ def evidence(
     work (from launches before ``since``: the start of a session under way, else now)."""
     pause = step_pause(gap)
     latest, before = follows(launches, pause)
-    step = {
-        "follows": latest,
-        "follows_before": before,
-        "habit": habit(launches, now, pause),
-        "again": {launches[-1].lead: (1.0, "launched last")},
-    }
+    step = {"follows": latest, "follows_before": before, "habit": habit(launches, now, pause)}
     began = new_work(launches, now, pause, since)
     new = {
         "began": began,
         "began_around": new_work(launches, now, pause, since, AROUND, "around"),
         "left_off": left_off(launches, now, pause, began),
     }
+    # The lead just launched is the next step's guess, not evidence learned from the log: it
+    # weighs beside learned steps, or alone; against new work alone, new work leads.
+    if any(step.values()) or not any(new.values()):
+        step["again"] = {launches[-1].lead: (1.0, "launched last")}
     return step, new
 
 
@@ -216,15 +215,12 @@ def combine(
     new: dict[str, Evidence],
     weights: tuple[dict[str, float], dict[str, float]] = (NEXT_STEP, NEW_WORK),
 ) -> dict[str, Prediction]:
-    """The two forecasts mixed, ``stepping`` the chance of a next step (the one forecast that
-    learned anything, if only one did). Each model's reason is the piece of evidence that added
+    """The two forecasts mixed, ``stepping`` the chance of a next step (the one forecast with
+    any evidence, if only one has). Each model's reason is the piece of evidence that added
     most to its score."""
     pieces: dict[str, list[tuple[float, str]]] = {}
-    # One forecast alone takes all when the other learned nothing. The lead just launched is
-    # the next step's guess, not evidence: with nothing else, what begins new work here leads.
-    learned = any(by_ref for signal, by_ref in step.items() if signal != "again")
-    if not learned or not any(new.values()):
-        stepping = 0.0 if any(new.values()) and not learned else 1.0
+    if not any(step.values()) or not any(new.values()):  # one forecast alone: it takes all
+        stepping = 1.0 if any(step.values()) else 0.0
     mixed = ((stepping, step, weights[0]), (1 - stepping, new, weights[1]))
     for share, found, signal_weights in mixed:
         if share <= 0:

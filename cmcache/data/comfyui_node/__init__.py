@@ -56,7 +56,8 @@ class _Cli:
             reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"cmcache {args[0]} exited {done.returncode}: {reason}") from None
 
-    def spawn(self, *args, data="", stdout=subprocess.DEVNULL):
+    def spawn(self, *args, data="", stdout=subprocess.DEVNULL, reap=False):
+        """A background cmcache command; with ``reap``, a thread waits for it (no zombie)."""
         process = subprocess.Popen(
             [*self.command, *args],
             env=self.env,
@@ -68,6 +69,8 @@ class _Cli:
         )
         process.stdin.write(data)
         process.stdin.close()
+        if reap:
+            threading.Thread(target=process.wait, daemon=True).start()
         return process
 
 
@@ -158,8 +161,9 @@ class _Uses:
                 with self.lock:
                     idle = self.prefetching is None or self.prefetching.poll() is not None
                     if idle:
-                        self.prefetching = self.cli.spawn("-q", "touch", "--prefetch", *refs)
-                        threading.Thread(target=self.prefetching.wait, daemon=True).start()
+                        self.prefetching = self.cli.spawn(
+                            "-q", "touch", "--prefetch", *refs, reap=True
+                        )
                 if not idle:
                     self.cli.run("-q", "touch", *refs, timeout=120)
             except Exception as exc:

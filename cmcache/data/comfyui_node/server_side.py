@@ -80,8 +80,7 @@ class Node:
 
     def spawn(self, *args, data=""):
         """A background cmcache command; reaped by a thread so it leaves no zombie."""
-        process = self.cli.spawn(*args, data=data)
-        threading.Thread(target=process.wait, daemon=True).start()
+        process = self.cli.spawn(*args, data=data, reap=True)
         self.feed.watch()  # watching from now on: the download shows as soon as it starts
         return process
 
